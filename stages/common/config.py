@@ -1,0 +1,153 @@
+"""Loading `params.yaml` sections into frozen dataclasses, with errors that name the key.
+
+Every stage declares its params as a frozen dataclass. `build(cls, data, where)` checks
+unknown keys, missing keys and types (following the dataclass's type hints), then calls
+the class, whose `__post_init__` checks ranges. All failures raise `ConfigError` with the
+full dotted key (`train_adapter.lora.r`) and what was expected, before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params.yaml value is missing, unknown or of the wrong type or range."""
+
+
+class DataError(ValueError):
+    """An input file or record is malformed; the message names the file and the record."""
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run from the repository root (where dvc.yaml is)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping of stage names to sections")
+    return data
+
+
+def section(params: dict[str, Any], name: str, path: str = "params.yaml") -> dict[str, Any]:
+    if name not in params:
+        raise ConfigError(f"{path} has no '{name}:' section; add it (see README)")
+    value = params[name]
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin in (list, tuple):
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of {_type_name(get_args(tp)[1])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    wrong = ConfigError(f"{where} must be {_type_name(tp)}, got {value!r}")
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError:
+                continue
+        raise wrong
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise wrong
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise wrong
+        (item_tp,) = get_args(tp)[:1]
+        return tuple(_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise wrong
+        _, val_tp = get_args(tp)
+        return {str(k): _coerce(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise wrong
+        return value
+    raise TypeError(f"unsupported type {tp!r} for {where}")  # our own dataclasses' bug
+
+
+def build(cls: type[T], data: Any, where: str) -> T:
+    """Build dataclass `cls` from mapping `data`; `where` is the dotted key for messages."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}.{unknown[0]} is not a known key; known keys are: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, field in fields.items():
+        if name not in data:
+            no_default = (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            )
+            if no_default:
+                raise ConfigError(f"{where}.{name} is missing; it must be {_type_name(hints[name])}")
+            continue
+        kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as err:  # range checks in __post_init__ name the field: "r must be ..."
+        raise ConfigError(f"{where}.{err}") from err
+
+
+def require(condition: bool, field: str, message: str) -> None:
+    """Range check for `__post_init__`: `build` prefixes the section, giving `a.b.field ...`."""
+    if not condition:
+        raise ValueError(f"{field} {message}")

@@ -1,0 +1,128 @@
+"""Scoring a causal LM: log-likelihood of continuations, greedy generation, answer matching.
+
+Multiple-choice follows lm-evaluation-harness (`HFLM._encode_pair`, `multiple_choice`):
+the context's trailing spaces move to the continuation; the continuation's tokens are
+`encode(context + continuation)[len(encode(context)):]`; `acc` takes the choice with the
+highest summed log-probability, `acc_norm` divides it by the choice's length in characters.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = tokenizer(context + continuation, add_special_tokens=False).input_ids
+    ctx = tokenizer(context, add_special_tokens=False).input_ids
+    return ctx, whole[len(ctx):]
+
+
+def loglikelihoods(model: Any, tokenizer: Any, pairs: list[tuple[str, str]],
+                   batch_size: int) -> list[float]:
+    """Summed log P(continuation | context) for each (context, continuation) pair."""
+    encoded = [encode_pair(tokenizer, c, x) for c, x in pairs]
+    # Longest first: similar lengths share a batch, so little compute goes to padding.
+    order = sorted(range(len(encoded)), key=lambda i: -sum(map(len, encoded[i])))
+    scores = [0.0] * len(encoded)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        seqs = [(encoded[i][0] + encoded[i][1])[:-1] for i in idx]
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(seqs):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        with torch.no_grad():
+            logprobs = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logprobs = torch.log_softmax(logprobs.float(), dim=-1).cpu()
+        for row, i in enumerate(idx):
+            ctx, cont = encoded[i]
+            end = len(ctx) + len(cont) - 1
+            positions = torch.arange(end - len(cont), end)
+            scores[i] = float(logprobs[row, positions, torch.tensor(cont)].sum())
+    return scores
+
+
+def multiple_choice(model: Any, tokenizer: Any, items: list[dict],
+                    batch_size: int) -> list[dict[str, int]]:
+    """Per item: correct under acc and acc_norm. Items have context, choices, answer."""
+    pairs = [(it["context"], " " + choice) for it in items for choice in it["choices"]]
+    flat = loglikelihoods(model, tokenizer, pairs, batch_size)
+    results, pos = [], 0
+    for it in items:
+        lls = flat[pos : pos + len(it["choices"])]
+        pos += len(it["choices"])
+        normed = [ll / len(choice) for ll, choice in zip(lls, it["choices"])]
+        results.append({
+            "acc": int(max(range(len(lls)), key=lls.__getitem__) == it["answer"]),
+            "acc_norm": int(max(range(len(normed)), key=normed.__getitem__) == it["answer"]),
+        })
+    return results
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
+             batch_size: int) -> list[str]:
+    """Greedy completions (left-padded batches), cut at the end-of-sequence token."""
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    outputs = [""] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(device)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
+                                       skip_special_tokens=True)
+        for i, text in zip(idx, texts):
+            outputs[i] = text.strip()
+    return outputs
+
+
+def normalize(text: str) -> str:
+    text = text.strip().splitlines()[0] if text.strip() else ""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, answer: str) -> bool:
+    """The first line of the answer, case and punctuation aside, is exactly the target."""
+    return normalize(prediction) == normalize(answer)
+
+
+def contains(prediction: str, answer: str) -> bool:
+    """The target appears as whole words in the first line ("The cat is Charlie.")."""
+    return f" {normalize(answer)} " in f" {normalize(prediction)} "
+
+
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def first_number(text: str) -> str | None:
+    found = NUMBER.search(text)
+    return found.group().replace(",", "") if found else None
+
+
+def numeric(prediction: str, answer: str) -> bool:
+    """The first number in the prediction equals the target number."""
+    got, want = first_number(prediction), first_number(answer)
+    return got is not None and want is not None and float(got) == float(want)
+
+
+METRICS: dict[str, Callable[[str, str], bool]] = {
+    "exact_match": exact_match,
+    "contains": contains,
+    "numeric": numeric,
+}

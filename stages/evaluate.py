@@ -1,0 +1,138 @@
+"""Stage evaluate: score one model on every task's test split and on the general suite.
+
+Deps:   this module, stages/common (scoring, benchmarks), the model folder, data/formatted.
+Params: evaluate.*, format_data.template (renders the sample prompts), format_data.tasks.
+Outs:   <predictions> (every prompt, target, prediction, correctness: JSON lines) and
+        metrics <scores> (per task score, per benchmark acc / acc_norm, their means).
+Run:    python -m stages.evaluate --name base --model models/base \
+            --formatted data/formatted --scores reports/eval/base/scores.json \
+            --predictions reports/eval/base/predictions.jsonl
+
+dvc.yaml runs it once for the base model and once for the tuned (merged) model, as two
+instances, so the base's scores stay in DVC's cache across experiments that change only
+training. Task test splits are scored by greedy generation and the task's metric; the
+general suite by multiple-choice log-likelihood, as lm-evaluation-harness does.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stages.common import tracking
+from stages.common.artifacts import Timer, read_json, read_jsonl, write_json, write_jsonl
+from stages.common.benchmarks import BENCHMARKS, GENERAL_PROMPTS
+from stages.common.cli import run_stage
+from stages.common.config import DataError, build, load_params, require, section
+from stages.common.scoring import METRICS, generate, multiple_choice
+from stages.common.templates import render
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    batch_size: int  # prompts per forward pass
+    max_new_tokens: int  # generation budget per answer
+    max_test_examples: int  # cap per task test split; 0 = all
+    general_suite: tuple[str, ...]  # built-in benchmark names
+
+    def __post_init__(self) -> None:
+        require(self.batch_size > 0, "batch_size", "must be a positive integer")
+        require(self.max_new_tokens > 0, "max_new_tokens", "must be a positive integer")
+        require(self.max_test_examples >= 0, "max_test_examples", "must be >= 0")
+        for name in self.general_suite:
+            require(name in BENCHMARKS, "general_suite",
+                    f"names unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+
+
+def score_tasks(model: Any, tokenizer: Any, tests: dict[str, list[dict]],
+                p: EvalParams) -> tuple[dict[str, Any], list[dict]]:
+    records = [r for task in tests for r in tests[task]]
+    predictions = generate(model, tokenizer, [r["prompt"] for r in records],
+                           p.max_new_tokens, p.batch_size)
+    rows, scores = [], {}
+    for r, pred in zip(records, predictions):
+        rows.append({"kind": "task", "task": r["task"], "id": r["id"],
+                     "instruction": r["instruction"], "target": r["completion"],
+                     "prediction": pred, "correct": METRICS[r["metric"]](pred, r["completion"])})
+    for task, items in tests.items():
+        correct = [row["correct"] for row in rows if row["task"] == task]
+        scores[task] = {"metric": items[0]["metric"], "score": round(sum(correct) / len(correct), 4),
+                        "n": len(correct)}
+    return scores, rows
+
+
+def score_general(model: Any, tokenizer: Any, p: EvalParams) -> tuple[dict[str, Any], list[dict]]:
+    scores, rows = {}, []
+    for name in p.general_suite:
+        items = BENCHMARKS[name]()
+        results = multiple_choice(model, tokenizer, items, p.batch_size)
+        scores[name] = {
+            "acc": round(sum(r["acc"] for r in results) / len(results), 4),
+            "acc_norm": round(sum(r["acc_norm"] for r in results) / len(results), 4),
+            "n": len(results),
+        }
+        rows += [{"kind": "general", "task": name, "id": f"{name}-{i}", "instruction": it["context"],
+                  "target": it["choices"][it["answer"]], **res}
+                 for i, (it, res) in enumerate(zip(items, results))]
+    return scores, rows
+
+
+def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predictions_path: Path,
+         params_file: Path = Path("params.yaml")) -> None:
+    params = load_params(params_file)
+    p = build(EvalParams, section(params, "evaluate"), "evaluate")
+    fmt = section(params, "format_data")
+    tp = tracking.load(params)
+    tests = {}
+    for task in fmt.get("tasks") or {}:
+        records = read_jsonl(formatted / task / "test.jsonl")
+        if not records:
+            raise DataError(f"{formatted / task / 'test.jsonl'} is empty; evaluate needs test "
+                            f"examples (format_data.tasks.{task}.n_test)")
+        tests[task] = records[: p.max_test_examples] if p.max_test_examples else records
+    timer = Timer()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    task_scores, task_rows = score_tasks(model, tokenizer, tests, p)
+    general_scores, general_rows = score_general(model, tokenizer, p)
+    samples = generate(model, tokenizer,
+                       [render(fmt["template"], q, tokenizer) for q in GENERAL_PROMPTS],
+                       p.max_new_tokens * 2, p.batch_size)
+    sample_rows = [{"kind": "sample", "id": f"sample-{i}", "instruction": q, "prediction": s}
+                   for i, (q, s) in enumerate(zip(GENERAL_PROMPTS, samples))]
+    scores = {
+        "model": name,
+        "tasks": task_scores,
+        "general": general_scores,
+        "general_mean_acc": round(
+            sum(s["acc"] for s in general_scores.values()) / max(len(general_scores), 1), 4),
+        "seconds": timer.seconds,
+    }
+    write_jsonl(predictions_path, task_rows + general_rows + sample_rows)
+    write_json(scores_path, scores)
+    model_info = read_json(model_dir / "run_info.json")
+    run_id = tracking.reopen(tp, model_info.get("mlflow_run_id"))
+    tracking.log_metrics(tp, run_id, {f"eval.{name}": {k: v for k, v in scores.items()
+                                                       if k != "model"}})
+    summary = ", ".join(f"{t} {s['score']:.2f}" for t, s in task_scores.items())
+    print(f"evaluate {name}: {summary}; general acc {scores['general_mean_acc']:.2f} "
+          f"({timer.seconds:.0f}s)")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="label of the model: base or tuned")
+    for arg in ("--model", "--formatted", "--scores", "--predictions"):
+        parser.add_argument(arg, type=Path, required=True)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    a = parser.parse_args()
+    run_stage(lambda: main(a.name, a.model, a.formatted, a.scores, a.predictions, a.params))
+
+
+if __name__ == "__main__":
+    cli()
