@@ -52,14 +52,14 @@ def score_tasks(model: Any, tokenizer: Any, tests: dict[str, list[dict]],
     predictions = generate(model, tokenizer, [r["prompt"] for r in records],
                            p.max_new_tokens, p.batch_size)
     rows, scores = [], {}
-    for r, pred in zip(records, predictions):
+    for r, pred in zip(records, predictions, strict=True):
         rows.append({"kind": "task", "task": r["task"], "id": r["id"],
                      "instruction": r["instruction"], "target": r["completion"],
                      "prediction": pred, "correct": METRICS[r["metric"]](pred, r["completion"])})
     for task, items in tests.items():
         correct = [row["correct"] for row in rows if row["task"] == task]
-        scores[task] = {"metric": items[0]["metric"], "score": round(sum(correct) / len(correct), 4),
-                        "n": len(correct)}
+        scores[task] = {"metric": items[0]["metric"], "n": len(correct),
+                        "score": round(sum(correct) / len(correct), 4)}
     return scores, rows
 
 
@@ -73,9 +73,9 @@ def score_general(model: Any, tokenizer: Any, p: EvalParams) -> tuple[dict[str, 
             "acc_norm": round(sum(r["acc_norm"] for r in results) / len(results), 4),
             "n": len(results),
         }
-        rows += [{"kind": "general", "task": name, "id": f"{name}-{i}", "instruction": it["context"],
-                  "target": it["choices"][it["answer"]], **res}
-                 for i, (it, res) in enumerate(zip(items, results))]
+        rows += [{"kind": "general", "task": name, "id": f"{name}-{i}",
+                  "instruction": it["context"], "target": it["choices"][it["answer"]], **res}
+                 for i, (it, res) in enumerate(zip(items, results, strict=True))]
     return scores, rows
 
 
@@ -104,7 +104,7 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
                        [render(fmt["template"], q, tokenizer) for q in GENERAL_PROMPTS],
                        p.max_new_tokens * 2, p.batch_size)
     sample_rows = [{"kind": "sample", "id": f"sample-{i}", "instruction": q, "prediction": s}
-                   for i, (q, s) in enumerate(zip(GENERAL_PROMPTS, samples))]
+                   for i, (q, s) in enumerate(zip(GENERAL_PROMPTS, samples, strict=True))]
     scores = {
         "model": name,
         "tasks": task_scores,

@@ -25,7 +25,14 @@ from typing import Any, Literal
 
 from stages.common import tracking
 from stages.common.artifacts import (
-    Timer, atomic_dir, git_commit, read_json, read_jsonl, run_info, write_json, write_text,
+    Timer,
+    atomic_dir,
+    git_commit,
+    read_json,
+    read_jsonl,
+    run_info,
+    write_json,
+    write_text,
 )
 from stages.common.batches import collate, encode
 from stages.common.cli import run_stage

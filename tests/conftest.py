@@ -111,7 +111,8 @@ def copy_repo(dest: Path) -> Path:
     """The project's tracked files (code, dvc.yaml, .dvc/config) in a fresh git repo."""
     import subprocess
 
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+    listing = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]
+    files = subprocess.run(listing, cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.split()
     for name in files:
         if (REPO / name).is_file():

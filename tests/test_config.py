@@ -29,12 +29,14 @@ def train_section(**changes: object) -> dict:
 
 def test_range_error_names_the_nested_key() -> None:
     bad = train_section(lora={**TINY_PARAMS["train_adapter"]["lora"], "r": -4})
-    with pytest.raises(ConfigError, match=r"train_adapter\.lora\.r must be a positive integer, got -4"):
+    message = r"train_adapter\.lora\.r must be a positive integer, got -4"
+    with pytest.raises(ConfigError, match=message):
         parse_params(bad)
 
 
 def test_wrong_type_names_key_and_expected_type() -> None:
-    with pytest.raises(ConfigError, match=r"train_adapter\.max_steps must be an integer, got 'ten'"):
+    message = r"train_adapter\.max_steps must be an integer, got 'ten'"
+    with pytest.raises(ConfigError, match=message):
         parse_params(train_section(max_steps="ten"))
 
 
@@ -80,6 +82,7 @@ def test_mix_weights_must_not_all_be_zero() -> None:
 
 
 def test_unknown_benchmark() -> None:
-    with pytest.raises(ConfigError, match=r"evaluate\.general_suite names unknown benchmark 'mmlu'"):
+    message = r"evaluate\.general_suite names unknown benchmark 'mmlu'"
+    with pytest.raises(ConfigError, match=message):
         build(EvalParams, {"batch_size": 1, "max_new_tokens": 1, "max_test_examples": 0,
                            "general_suite": ["mmlu"]}, "evaluate")

@@ -9,7 +9,13 @@ import torch
 
 from stages.common.batches import IGNORE, collate, encode
 from stages.common.scoring import (
-    contains, encode_pair, exact_match, generate, loglikelihoods, multiple_choice, numeric,
+    contains,
+    encode_pair,
+    exact_match,
+    generate,
+    loglikelihoods,
+    multiple_choice,
+    numeric,
 )
 
 
@@ -67,7 +73,7 @@ def test_loglikelihood_matches_a_direct_computation(model_and_tokenizer) -> None
     pairs = [("Question: What is the capital of France?\nAnswer:", " Paris"),
              ("Hi", " there friend"), ("Question: opposite of up?\nAnswer:", " down")]
     got = loglikelihoods(model, tok, pairs, batch_size=2)
-    for (context, continuation), score in zip(pairs, got):
+    for (context, continuation), score in zip(pairs, got, strict=True):
         ctx = tok(context, add_special_tokens=False).input_ids
         whole = tok(context + continuation, add_special_tokens=False).input_ids
         with torch.no_grad():

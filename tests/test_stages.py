@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import evaluate, format_data, merge_adapter, mix_tasks, prepare_base, report, train_adapter
+from stages import (
+    evaluate,
+    format_data,
+    merge_adapter,
+    mix_tasks,
+    prepare_base,
+    report,
+    train_adapter,
+)
 from stages.common.config import ConfigError
 from tests.conftest import write_params
 

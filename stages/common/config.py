@@ -136,7 +136,8 @@ def build(cls: type[T], data: Any, where: str) -> T:
                 and field.default_factory is dataclasses.MISSING
             )
             if no_default:
-                raise ConfigError(f"{where}.{name} is missing; it must be {_type_name(hints[name])}")
+                expected = _type_name(hints[name])
+                raise ConfigError(f"{where}.{name} is missing; it must be {expected}")
             continue
         kwargs[name] = _coerce(hints[name], data[name], f"{where}.{name}")
     try:

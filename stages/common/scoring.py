@@ -62,7 +62,7 @@ def multiple_choice(model: Any, tokenizer: Any, items: list[dict],
     for it in items:
         lls = flat[pos : pos + len(it["choices"])]
         pos += len(it["choices"])
-        normed = [ll / len(choice) for ll, choice in zip(lls, it["choices"])]
+        normed = [ll / len(choice) for ll, choice in zip(lls, it["choices"], strict=True)]
         results.append({
             "acc": int(max(range(len(lls)), key=lls.__getitem__) == it["answer"]),
             "acc_norm": int(max(range(len(normed)), key=normed.__getitem__) == it["answer"]),
@@ -86,7 +86,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
                                  pad_token_id=tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
                                        skip_special_tokens=True)
-        for i, text in zip(idx, texts):
+        for i, text in zip(idx, texts, strict=True):
             outputs[i] = text.strip()
     return outputs
 

@@ -151,7 +151,8 @@ def rows_to_pairs(rows: list[dict], columns: Columns, origin: str) -> list[tuple
     missing = [c for c in wanted if c not in present]
     if missing:
         raise DataError(
-            f"{origin}: column '{missing[0]}' not found; columns are: {', '.join(map(str, present))}"
+            f"{origin}: column '{missing[0]}' not found; "
+            f"columns are: {', '.join(map(str, present))}"
             " (set the task's columns: map in params.yaml)"
         )
     pairs = []

@@ -1,0 +1,56 @@
+"""Where MLflow runs go: one store for `dvc repro` and for `dvc exp run --temp/--queue`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stages.common import tracking
+from stages.common.config import ConfigError
+
+
+def test_experiment_temp_folders_resolve_to_the_repository(tmp_path: Path) -> None:
+    temp = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpk2j3" / "sub"
+    assert tracking.repo_root(temp) == tmp_path / "repo"
+    assert tracking.repo_root(tmp_path / "repo") == tmp_path / "repo"
+
+
+def test_default_uri_is_sqlite_in_the_repository_root(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    temp = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpk2j3"
+    p = tracking.TrackingParams()
+    assert tracking.tracking_uri(p, temp) == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
+
+
+def test_environment_wins_over_params(monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    p = tracking.TrackingParams(uri="sqlite:///elsewhere.db")
+    assert tracking.tracking_uri(p) == "http://127.0.0.1:5999"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.tracking_uri(p) == "sqlite:///elsewhere.db"
+
+
+def test_tracking_section_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"tracking\.enabled must be true or false"):
+        tracking.load({"tracking": {"enabled": "yes"}})
+
+
+def test_disabled_tracking_logs_nothing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    p = tracking.TrackingParams(enabled=False)
+    assert tracking.start_run(p, "r", {"a": 1}, {}) is None
+    tracking.log_metrics(p, None, {"x": 1.0})
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_run_is_reopened_and_nested_metrics_flattened(tmp_path: Path) -> None:
+    p = tracking.TrackingParams(uri=f"sqlite:///{tmp_path / 'm.db'}", experiment="t")
+    run_id = tracking.start_run(p, "r", {"train": {"lr": 0.1}}, {"git_commit": "abc"})
+    assert tracking.reopen(p, run_id) == run_id
+    tracking.log_metrics(p, run_id, {"eval": {"tasks": {"s": {"score": 0.5, "metric": "em"}}}})
+    run = tracking.client(p).get_run(run_id)
+    assert run.data.params == {"train.lr": "0.1"}
+    assert run.data.metrics == {"eval.tasks.s.score": 0.5}
+    assert run.data.tags["git_commit"] == "abc"
+    assert tracking.reopen(p, "0" * 32) is None
