@@ -23,7 +23,7 @@ from typing import Any
 from stages.common.artifacts import Timer, atomic_dir, run_info, write_json, write_jsonl
 from stages.common.cli import run_stage
 from stages.common.config import ConfigError, DataError, build, load_params, require, section
-from stages.common.sources import load_pairs, metric_of, parse_task
+from stages.common.sources import load_pairs, metric_of, parse_task, provenance
 from stages.common.templates import TEMPLATES, render, template_hash
 
 SPLITS = ("train", "val", "test")
@@ -95,7 +95,8 @@ def main(task: str, base: Path, out: Path, params_file: Path = Path("params.yaml
                         to_records(task, split, splits[split], p.template, tokenizer, metric))
         write_json(tmp / "run_info.json", run_info(
             "format_data", {"seed": p.seed, "template": p.template, "task": p.tasks[task]}, timer,
-            task=task, metric=metric, counts={s: len(v) for s, v in splits.items()},
+            task=task, source=provenance(spec), metric=metric,
+            counts={s: len(v) for s, v in splits.items()},
             template={"name": p.template, "sha256_16": template_hash(p.template, tokenizer)},
         ))
     counts = ", ".join(f"{s} {len(v)}" for s, v in splits.items())

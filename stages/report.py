@@ -77,10 +77,12 @@ def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
              "| benchmark | kind | measure | base | tuned | difference | retention |",
              "|---|---|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        retention = "n/a" if r["retention"] is None else f"{100 * r['retention']:.0f}%"
+        retention = ("n/a" if r["retention"] is None else f"{100 * r['retention']:.0f}%") \
+            if r["kind"] != "trained task" else "—"
         lines.append(f"| {r['benchmark']} | {r['kind']} | {r['measure']} | {_pct(r['base'])} | "
                      f"{_pct(r['tuned'])} | {100 * r['difference']:+.1f} | {retention} |")
-    lines += ["", "Scores in percent. Retention = tuned / base (n/a when the base scores 0).", ""]
+    lines += ["", "Scores in percent; difference in points. Retention = tuned / base, shown for "
+              "what the model should keep (n/a when the base scores 0).", ""]
     lines += [f"![{Path(f).stem}]({f})" for f in figures]
     if train:
         lines += ["", "## Training", "",
@@ -108,10 +110,10 @@ def plot(result: dict[str, Any], curve: list[dict], folder: Path) -> list[str]:
     ax.bar([x - 0.2 for x in xs], [r["base"] for r in rows], 0.4, label="base")
     ax.bar([x + 0.2 for x in xs], [r["tuned"] for r in rows], 0.4, label="tuned")
     ax.set_xticks(list(xs), [f"{r['benchmark']}\n({r['kind']})" for r in rows], fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.2)
     ax.set_ylabel("score")
     ax.set_title("Base vs tuned: learned (trained tasks) and kept (the rest)")
-    ax.legend()
+    ax.legend(loc="upper right", ncol=2)
     fig.tight_layout()
     fig.savefig(folder / "forgetting.png", dpi=110)
     plt.close(fig)

@@ -52,6 +52,7 @@ class TrainParams:
     grad_accum: int  # forward passes per optimizer step
     max_length: int  # tokens; longer records are dropped and counted
     weight_decay: float
+    max_dropped_share: float = 0.05  # fail if more than this share of records exceeds max_length
     method_params: Any = None  # filled from the method's block
 
     def __post_init__(self) -> None:
@@ -61,6 +62,7 @@ class TrainParams:
         require(self.grad_accum > 0, "grad_accum", "must be a positive integer")
         require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         require(self.max_length > 8, "max_length", "must be > 8 tokens")
+        require(0 <= self.max_dropped_share <= 1, "max_dropped_share", "must be in [0, 1]")
 
 
 def parse_params(data: dict[str, Any]) -> TrainParams:
@@ -168,9 +170,13 @@ def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path
     tokenizer = AutoTokenizer.from_pretrained(base)
     train_set, dropped = encode_all(read_jsonl(data / "train.jsonl"), tokenizer, p.max_length)
     val_set, _ = encode_all(read_jsonl(data / "val.jsonl"), tokenizer, p.max_length)
-    if not train_set:
-        raise DataError(f"{data / 'train.jsonl'}: no record fits train_adapter.max_length="
-                        f"{p.max_length} tokens; raise it")
+    if not train_set and not dropped:
+        raise DataError(f"{data / 'train.jsonl'} is empty; nothing to train on")
+    if dropped > p.max_dropped_share * (len(train_set) + dropped):
+        raise DataError(
+            f"{data / 'train.jsonl'}: {dropped} of {len(train_set) + dropped} records are longer "
+            f"than train_adapter.max_length={p.max_length} tokens, over max_dropped_share="
+            f"{p.max_dropped_share}; raise max_length or shorten the records")
     base_info = read_json(base / "run_info.json")
     run_id = tracking.start_run(
         tp, run_name=f"{p.method}-{time.strftime('%Y%m%d-%H%M%S')}",

@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stages.common.config import DataError, build
+from stages.common.config import ConfigError, DataError, build
 from stages.common.sources import Columns, FileSource, load_pairs, parse_task
+from stages.common.templates import render
 from stages.format_data import main as format_main
 from stages.format_data import split_pairs
 from stages.mix_tasks import MixParams, allocate, mix
@@ -133,3 +134,37 @@ def test_mix_upsamples_short_tasks_and_reports_composition() -> None:
 
 def test_columns_defaults() -> None:
     assert Columns() == Columns(prompt="prompt", completion="completion", input="")
+
+
+def test_hf_dataset_from_a_local_save_to_disk_folder(tmp_path: Path) -> None:
+    import datasets
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS)}).save_to_disk(tmp_path / "ds")
+    spec = parse_task("t", {"source": "hf_dataset", "name": str(tmp_path / "ds"), "split": "train",
+                            "n_train": 0, "n_val": 2, "n_test": 3,
+                            "columns": {"prompt": "q", "completion": "a"}})
+    pairs = load_pairs(spec)
+    assert pairs[0] == ("Question 0?", "answer 0") and len(pairs) == 20
+    missing = parse_task("t", {"source": "hf_dataset", "name": str(tmp_path / "ds"),
+                               "split": "test", "n_train": 0, "n_val": 2, "n_test": 3})
+    with pytest.raises(DataError, match=r"no split 'test'; splits: \['train'\]"):
+        load_pairs(missing)
+
+
+def test_hf_hub_dataset_requires_a_pinned_revision() -> None:
+    with pytest.raises(ConfigError, match=r"format_data\.tasks\.t\.revision must pin"):
+        parse_task("t", {"source": "hf_dataset", "name": "openai/gsm8k", "n_train": 0,
+                         "n_val": 1, "n_test": 1})
+
+
+def test_named_and_chat_templates(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    assert render("plain", "Say hi.", tok) == "Say hi.\nAnswer: "
+    assert "### Instruction:\nSay hi.\n\n### Response:\n" in render("alpaca", "Say hi.", tok)
+    assert render("chat", "Say hi.", tok) == "<|im_start|>user\nSay hi.<|im_end|>\n" \
+                                             "<|im_start|>assistant\n"
+    tok.chat_template = None
+    with pytest.raises(ConfigError, match=r"tokenizer has no chat template; choose one of plain"):
+        render("chat", "Say hi.", tok)

@@ -19,15 +19,13 @@ from stages import (
     report,
     train_adapter,
 )
-from stages.common.config import ConfigError
-from tests.conftest import write_params
+from stages.common.config import ConfigError, DataError
+from tests.conftest import TINY_PARAMS, write_params
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
     """A workspace run through every stage once; the tests below inspect it."""
-    from tests.conftest import TINY_PARAMS
-
     root = tmp_path_factory.mktemp("work")
     params = json.loads(json.dumps(TINY_PARAMS))
     params["prepare_base"]["local_path"] = str(tiny_model)
@@ -197,3 +195,14 @@ def test_one_mlflow_run_holds_params_curve_and_scores(work: dict) -> None:
         assert key in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"adapter", "report"} <= artifacts
+
+
+def test_too_many_overlong_records_fail_training_with_the_fix(work: dict, tmp_path: Path) -> None:
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["train_adapter"]["max_length"] = 12
+    pfile = write_params(tmp_path / "p.yaml", params)
+    with pytest.raises(DataError, match=r"records are longer than train_adapter\.max_length=12 "
+                                        r"tokens.*raise max_length"):
+        train_adapter.main(work["base"], work["mixed"], tmp_path / "adapter",
+                           tmp_path / "train.json", tmp_path / "curve.csv", pfile)
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "train.json").exists()

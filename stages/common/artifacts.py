@@ -83,7 +83,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+            raise DataError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from err
         if not isinstance(record, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
         records.append(record)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from stages.common.artifacts import file_sha256, read_jsonl
 from stages.common.builtin_tasks import GENERATORS
 from stages.common.config import ConfigError, DataError, build, require
 
@@ -88,21 +89,6 @@ class HFSource(SplitSizes):
         require(self.metric in METRICS, "metric", f"must be one of {', '.join(METRICS)}")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from err
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
-
-
 def _read_json(path: Path) -> list[dict]:
     try:
         data = json.loads(path.read_text())
@@ -128,7 +114,7 @@ def _read_table(path: Path) -> list[dict]:
 
 
 READERS: dict[str, Callable[[Path], list[dict]]] = {
-    ".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_table, ".tsv": _read_table,
+    ".jsonl": read_jsonl, ".json": _read_json, ".csv": _read_table, ".tsv": _read_table,
     ".parquet": _read_table,
 }
 
@@ -213,6 +199,16 @@ def parse_task(name: str, data: Any) -> Any:
 
 def load_pairs(spec: Any) -> list[tuple[str, str]]:
     return SOURCES[spec.source][1](spec)
+
+
+def provenance(spec: Any) -> dict[str, str]:
+    """What the task's data came from, with a hash for local files (for run_info)."""
+    if isinstance(spec, FileSource):
+        return {"path": spec.path, "sha256": file_sha256(spec.path)}
+    if isinstance(spec, HFSource):
+        return {"name": spec.name, "config": spec.config, "revision": spec.revision,
+                "split": spec.split}
+    return {"generator": spec.generator}
 
 
 def metric_of(spec: Any) -> str:
