@@ -1,7 +1,8 @@
 """Stage evaluate: score one model on every task's test split and on the general suite.
 
 Deps:   this module, stages/common (scoring, benchmarks), the model folder, data/formatted.
-Params: evaluate.*, format_data.template (renders the sample prompts), format_data.tasks.
+Params: evaluate.*, format_data.template (renders the sample prompts), format_data.tasks
+        (which tasks are evaluated).
 Outs:   <predictions> (every prompt, target, prediction, correctness: JSON lines) and
         metrics <scores> (per task score, per benchmark acc / acc_norm, their means).
 Run:    python -m stages.evaluate --name base --model models/base \
@@ -27,7 +28,8 @@ from stages.common.benchmarks import BENCHMARKS, GENERAL_PROMPTS
 from stages.common.cli import run_stage
 from stages.common.config import DataError, build, load_params, require, section
 from stages.common.scoring import METRICS, generate, multiple_choice
-from stages.common.templates import render
+from stages.common.sources import parse_task
+from stages.common.templates import prompt_of
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,9 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
     fmt = section(params, "format_data")
     tp = tracking.load(params)
     tests = {}
-    for task in fmt.get("tasks") or {}:
+    for task, block in (fmt.get("tasks") or {}).items():
+        if not parse_task(task, block).spec.evaluate:
+            continue
         records = read_jsonl(formatted / task / "test.jsonl")
         if not records:
             raise DataError(f"{formatted / task / 'test.jsonl'} is empty; evaluate needs test "
@@ -101,7 +105,7 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
     task_scores, task_rows = score_tasks(model, tokenizer, tests, p)
     general_scores, general_rows = score_general(model, tokenizer, p)
     samples = generate(model, tokenizer,
-                       [render(fmt["template"], q, tokenizer) for q in GENERAL_PROMPTS],
+                       [prompt_of(fmt["template"], q, tokenizer) for q in GENERAL_PROMPTS],
                        p.max_new_tokens * 2, p.batch_size)
     sample_rows = [{"kind": "sample", "id": f"sample-{i}", "instruction": q, "prediction": s}
                    for i, (q, s) in enumerate(zip(GENERAL_PROMPTS, samples, strict=True))]

@@ -186,6 +186,8 @@ def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path
         tags={"git_commit": git_commit() or "", "method": p.method,
               "base_model": str(base_info.get("base_model", {}).get("source"))},
     )
+    mix_info = read_json(data / "run_info.json")
+    tracking.log_metrics(tp, run_id, {"mix": mix_info.get("composition", {})})
     curve: list[dict] = []
     model, metrics = train(p, base, train_set, val_set, tokenizer.pad_token_id,
                            make_callback(tp, run_id, curve))

@@ -69,7 +69,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TINY_PARAMS = {
     "prepare_base": {"source": "local", "local_path": "", "dtype": "float32"},
     "format_data": {
-        "seed": 1, "template": "chat",
+        "seed": 1, "template": "chat", "max_length": 96, "overlong": "drop",
+        "max_skipped_share": 0.1, "dedup": {"ngram": 3, "near_threshold": 0.9},
         "tasks": {
             "sentiment": {"source": "builtin", "generator": "sentiment",
                           "n_train": 60, "n_val": 8, "n_test": 12},

@@ -1,154 +1,156 @@
-"""format_data and mix_tasks: sources, splits, bad input, mixture composition."""
+"""format_data: sources, record formats, templates, splits, hygiene and bad input."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from stages.common.config import ConfigError, DataError, build
-from stages.common.sources import Columns, FileSource, load_pairs, parse_task
+from stages.common.config import ConfigError, DataError
+from stages.common.hygiene import contamination, deduplicate
+from stages.common.sources import load_conversations, parse_task
 from stages.common.templates import render
 from stages.format_data import main as format_main
-from stages.format_data import split_pairs
-from stages.mix_tasks import MixParams, allocate, mix
+from stages.format_data import split
 from tests.conftest import write_params
 
 ROWS = [{"q": f"Question {i}?", "a": f"answer {i}", "ctx": "" if i % 2 else f"context {i}"}
         for i in range(20)]
+USER, ASSISTANT = "user", "assistant"
 
 
-def file_task(path: Path, **extra: object) -> FileSource:
-    return parse_task("t", {"source": "file", "path": str(path), "n_train": 0, "n_val": 2,
-                            "n_test": 3, "columns": {"prompt": "q", "completion": "a",
-                                                     "input": "ctx"}, **extra})
+def convo(user: str, answer: str) -> list[dict]:
+    return [{"role": USER, "content": user}, {"role": ASSISTANT, "content": answer}]
+
+
+def file_task(path: Path, **extra: object):
+    block = {"source": "file", "path": str(path), "n_train": 0, "n_val": 2, "n_test": 3,
+             "columns": {"prompt": "q", "completion": "a", "input": "ctx"}}
+    return parse_task("t", {**block, **extra})
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    suffix = path.suffix
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif suffix == ".json":
+        path.write_text(json.dumps(rows))
+    elif suffix == ".parquet":
+        pd.DataFrame(rows).to_parquet(path)
+    else:
+        pd.DataFrame(rows).to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+    return path
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".tsv", ".parquet"])
-def test_file_formats_give_the_same_pairs(tmp_path: Path, suffix: str) -> None:
-    path = tmp_path / f"data{suffix}"
-    frame = pd.DataFrame(ROWS)
-    if suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    elif suffix == ".json":
-        path.write_text(json.dumps(ROWS))
-    elif suffix == ".parquet":
-        frame.to_parquet(path)
-    else:
-        frame.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
-    pairs = load_pairs(file_task(path))
-    assert pairs[0] == ("Question 0?\ncontext 0", "answer 0")
-    assert pairs[1] == ("Question 1?", "answer 1")  # empty input column adds nothing
-    assert len(pairs) == 20
+def test_file_formats_give_the_same_conversations(tmp_path: Path, suffix: str) -> None:
+    conversations = load_conversations(file_task(write_rows(tmp_path / f"d{suffix}", ROWS)))
+    assert conversations[0] == convo("Question 0?\ncontext 0", "answer 0")
+    assert conversations[1] == convo("Question 1?", "answer 1")  # empty input adds nothing
+    assert len(conversations) == 20
+
+
+def test_alpaca_format(tmp_path: Path) -> None:
+    rows = [{"instruction": "Add.", "input": "2 and 3", "output": "5"},
+            {"instruction": "Greet.", "input": "", "output": "Hello"}]
+    task = parse_task("t", {"source": "file", "format": "alpaca", "n_train": 0, "n_val": 0,
+                            "n_test": 1, "path": str(write_rows(tmp_path / "a.json", rows))})
+    assert load_conversations(task) == [convo("Add.\n2 and 3", "5"), convo("Greet.", "Hello")]
+
+
+def test_messages_format_keeps_every_turn(tmp_path: Path) -> None:
+    chat = [{"role": "system", "content": "Be brief."}, {"role": USER, "content": "Hi"},
+            {"role": ASSISTANT, "content": "Hello"}, {"role": USER, "content": "Bye"},
+            {"role": ASSISTANT, "content": "Goodbye"}]
+    task = parse_task("t", {"source": "file", "format": "messages", "n_train": 0, "n_val": 0,
+                            "n_test": 1,
+                            "path": str(write_rows(tmp_path / "c.jsonl", [{"messages": chat}]))})
+    assert load_conversations(task) == [chat]
+
+
+@pytest.mark.parametrize("messages,error", [
+    ("hello", r"column 'messages' must be a non-empty list"),
+    ([{"role": "bot", "content": "x"}], r"message 0 must be \{'role': one of system, user"),
+    ([{"role": "user", "content": "x"}], r"the last message must be the assistant's"),
+])
+def test_bad_messages_name_the_record(tmp_path: Path, messages: object, error: str) -> None:
+    path = write_rows(tmp_path / "c.jsonl", [{"messages": [
+        {"role": USER, "content": "a"}, {"role": ASSISTANT, "content": "b"}]},
+        {"messages": messages}])
+    task = parse_task("t", {"source": "file", "format": "messages", "n_train": 0, "n_val": 0,
+                            "n_test": 1, "path": str(path)})
+    with pytest.raises(DataError, match=r"c\.jsonl record 2: " + error):
+        load_conversations(task)
+
+
+def test_classification_maps_labels_to_words(tmp_path: Path) -> None:
+    rows = [{"label": "1", "title": "Match report", "body": "The team won."},
+            {"label": "2", "title": "Stocks", "body": "Markets fell."}]
+    block = {"source": "file", "format": "classification", "n_train": 0, "n_val": 0,
+             "n_test": 1, "path": str(write_rows(tmp_path / "n.csv", rows)),
+             "columns": {"text": "body", "label": "label", "input": "title"},
+             "labels": {"1": "Sports", "2": "Business"}}
+    conversations = load_conversations(parse_task("t", block))
+    assert conversations[0] == convo(
+        "Classify this text. Answer with one of: Sports, Business.\nMatch report\nThe team won.",
+        "Sports")
+    write_rows(tmp_path / "n.csv", [*rows, {"label": "9", "title": "x", "body": "y"}])
+    with pytest.raises(DataError, match=r"n\.csv record 3: label '9' is not in the task's labels"):
+        load_conversations(parse_task("t", block))
 
 
 def test_malformed_json_line_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"q": "a", "a": "b"}\n{"q": "broken"\n')
     with pytest.raises(DataError, match=r"bad\.jsonl:2: malformed JSON line"):
-        load_pairs(file_task(path))
+        load_conversations(file_task(path))
+
+
+def test_malformed_json_array_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text('[{"q": "a", "a": "b"},\n {"q": ]')
+    with pytest.raises(DataError, match=r"bad\.json: malformed JSON at line 2"):
+        load_conversations(file_task(path))
 
 
 def test_missing_column_lists_existing_columns(tmp_path: Path) -> None:
-    path = tmp_path / "d.jsonl"
-    path.write_text('{"question": "a", "a": "b"}\n')
-    with pytest.raises(DataError, match=r"column 'q' not found; columns are: question, a"):
-        load_pairs(file_task(path))
+    path = write_rows(tmp_path / "d.jsonl", [{"question": "a", "a": "b", "ctx": ""}])
+    with pytest.raises(DataError, match=r"column 'q' not found; columns are: question, a, ctx"):
+        load_conversations(file_task(path))
+
+
+def test_unknown_column_key_for_the_format(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"format_data\.tasks\.t\.columns\.question is not a "
+                                          r"known key; known keys are: prompt, completion"):
+        file_task(tmp_path / "d.jsonl", columns={"question": "q"})
 
 
 def test_empty_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_text("")
     with pytest.raises(DataError, match=r"empty\.jsonl: no records"):
-        load_pairs(file_task(path))
+        load_conversations(file_task(path))
 
 
 def test_null_cell_names_the_record(tmp_path: Path) -> None:
-    path = tmp_path / "d.jsonl"
-    path.write_text('{"q": "a", "a": "b", "ctx": ""}\n{"q": "c", "a": null, "ctx": ""}\n')
+    path = write_rows(tmp_path / "d.jsonl", [{"q": "a", "a": "b", "ctx": ""},
+                                             {"q": "c", "a": None, "ctx": ""}])
     with pytest.raises(DataError, match=r"d\.jsonl record 2: column 'a' is empty"):
-        load_pairs(file_task(path))
-
-
-def test_splits_are_disjoint_deduplicated_and_seeded() -> None:
-    pairs = [(f"p{i}", "a") for i in range(50)] + [("p1", "a"), ("p2", "other answer")]
-    sizes = build(FileSource, {"path": "x.csv", "n_train": 0, "n_val": 5, "n_test": 10}, "t")
-    splits = split_pairs(pairs, sizes, seed=3, task="t")
-    prompts = [p for s in splits.values() for p, _ in s]
-    assert len(prompts) == len(set(prompts)) == 50
-    assert [len(splits[s]) for s in ("train", "val", "test")] == [35, 5, 10]
-    assert split_pairs(pairs, sizes, seed=3, task="t") == splits
-    assert split_pairs(pairs, sizes, seed=4, task="t") != splits
-
-
-def test_too_few_examples_names_the_task() -> None:
-    sizes = build(FileSource, {"path": "x.csv", "n_train": 10, "n_val": 5, "n_test": 10}, "t")
-    with pytest.raises(DataError, match=r"task 'small' has 3 distinct examples"):
-        split_pairs([("a", "1"), ("b", "2"), ("c", "3")], sizes, seed=0, task="small")
-
-
-def test_format_data_keeps_prompt_and_completion_apart(
-    tmp_path: Path, tiny_model: Path, tiny_params: dict
-) -> None:
-    params = write_params(tmp_path / "params.yaml", tiny_params)
-    out = tmp_path / "formatted" / "sentiment"
-    format_main("sentiment", tiny_model, out, params)
-    train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
-    assert len(train) == 60
-    record = train[0]
-    assert record["prompt"].startswith("<|im_start|>user\nClassify this review:")
-    assert record["prompt"].endswith("<|im_start|>assistant\n")
-    assert record["completion"] in {"Positive", "Negative", "Neutral"}
-    assert record["metric"] == "exact_match"
-    info = json.loads((out / "run_info.json").read_text())
-    assert info["counts"] == {"train": 60, "val": 8, "test": 12}
-    assert info["template"]["name"] == "chat"
-
-
-def test_allocate_is_proportional_and_exact() -> None:
-    assert allocate({"a": 1.0, "b": 1.0, "c": 0.0}, 10) == {"a": 5, "b": 5}
-    counts = allocate({"a": 2.0, "b": 1.0}, 100)
-    assert counts == {"a": 67, "b": 33} and sum(counts.values()) == 100
-
-
-def test_mix_upsamples_short_tasks_and_reports_composition() -> None:
-    train = {"a": [{"task": "a", "i": i} for i in range(10)],
-             "b": [{"task": "b", "i": i} for i in range(100)]}
-    val = {"a": [{"task": "a"}] * 3, "b": [{"task": "b"}] * 3}
-    p = build(MixParams, {"seed": 0, "weights": {"a": 3.0, "b": 1.0}, "total_examples": 40,
-                          "val_per_task": 2}, "mix_tasks")
-    mixed, mixed_val, summary = mix(train, val, p, count_tokens=lambda r: 2)
-    assert Counter(r["task"] for r in mixed) == {"a": 30, "b": 10}
-    # a has 10 examples for 30 slots: every one used exactly 3 times
-    assert set(Counter(r["i"] for r in mixed if r["task"] == "a").values()) == {3}
-    assert summary["tasks"]["a"]["effective_epochs"] == 3.0
-    assert summary["tasks"]["a"]["tokens"] == 60
-    assert summary["tasks"]["b"]["share"] == 0.25
-    assert len(mixed_val) == 4
-    again, _, _ = mix(train, val, p, count_tokens=lambda r: 2)
-    assert again == mixed
-
-
-def test_columns_defaults() -> None:
-    assert Columns() == Columns(prompt="prompt", completion="completion", input="")
+        load_conversations(file_task(path))
 
 
 def test_hf_dataset_from_a_local_save_to_disk_folder(tmp_path: Path) -> None:
     import datasets
 
     datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS)}).save_to_disk(tmp_path / "ds")
-    spec = parse_task("t", {"source": "hf_dataset", "name": str(tmp_path / "ds"), "split": "train",
-                            "n_train": 0, "n_val": 2, "n_test": 3,
-                            "columns": {"prompt": "q", "completion": "a"}})
-    pairs = load_pairs(spec)
-    assert pairs[0] == ("Question 0?", "answer 0") and len(pairs) == 20
-    missing = parse_task("t", {"source": "hf_dataset", "name": str(tmp_path / "ds"),
-                               "split": "test", "n_train": 0, "n_val": 2, "n_test": 3})
+    block = {"source": "hf_dataset", "name": str(tmp_path / "ds"), "split": "train",
+             "n_train": 0, "n_val": 2, "n_test": 3, "columns": {"prompt": "q", "completion": "a"}}
+    conversations = load_conversations(parse_task("t", block))
+    assert conversations[0] == convo("Question 0?", "answer 0") and len(conversations) == 20
     with pytest.raises(DataError, match=r"no split 'test'; splits: \['train'\]"):
-        load_pairs(missing)
+        load_conversations(parse_task("t", {**block, "split": "test"}))
 
 
 def test_hf_hub_dataset_requires_a_pinned_revision() -> None:
@@ -157,14 +159,98 @@ def test_hf_hub_dataset_requires_a_pinned_revision() -> None:
                          "n_val": 1, "n_test": 1})
 
 
-def test_named_and_chat_templates(tiny_model: Path) -> None:
+def test_templates(tiny_model: Path) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    assert render("plain", "Say hi.", tok) == "Say hi.\nAnswer: "
-    assert "### Instruction:\nSay hi.\n\n### Response:\n" in render("alpaca", "Say hi.", tok)
-    assert render("chat", "Say hi.", tok) == "<|im_start|>user\nSay hi.<|im_end|>\n" \
-                                             "<|im_start|>assistant\n"
+    c = convo("Say hi.", "hi")
+    assert render("plain", c, tok) == [("Say hi.\nAnswer: ", False, False), ("hi", True, True)]
+    assert "### Instruction:\nSay hi.\n\n### Response:\n" in render("alpaca", c, tok)[0][0]
+    expected = [("<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n", False, False),
+                ("hi", True, True)]
+    assert render("chat", c, tok) == expected == render("chatml", c, tok)
+    with pytest.raises(DataError, match=r"template 'plain' is single-turn"):
+        render("plain", [*c, *convo("Again.", "hi")], tok)
     tok.chat_template = None
     with pytest.raises(ConfigError, match=r"tokenizer has no chat template; choose one of plain"):
-        render("chat", "Say hi.", tok)
+        render("chat", c, tok)
+
+
+def test_splits_are_disjoint_and_seeded(tmp_path: Path) -> None:
+    task = parse_task("t", {"source": "file", "path": "x.csv", "n_train": 0, "n_val": 5,
+                            "n_test": 10})
+    items = list(range(50))
+    splits = split(items, task.spec, seed=3, task="t")
+    assert sorted(splits["train"] + splits["val"] + splits["test"]) == items
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [35, 5, 10]
+    assert split(items, task.spec, seed=3, task="t") == splits
+    assert split(items, task.spec, seed=4, task="t") != splits
+    with pytest.raises(DataError, match=r"task 't' has 12 distinct examples but its splits"):
+        split(items[:12], task.spec, seed=0, task="t")
+
+
+def test_deduplicate_counts_exact_and_near_duplicates() -> None:
+    base = ("The quick brown fox jumps over the lazy dog near the river bank today while the "
+            "farmer counts his sheep in the green field behind the old stone barn at dawn")
+    conversations = [convo(base, "yes"), convo(base.upper() + "!", "yes"),  # exact (normalized)
+                     convo(base + " again", "yes"),  # near: one extra word
+                     convo("Something else entirely about cooking pasta at home", "no")]
+    kept, exact, near = deduplicate(conversations, n=3, threshold=0.8)
+    assert (exact, near) == (1, 1)
+    assert kept == [conversations[0], conversations[3]]
+
+
+def test_contamination_flags_overlapping_items_only() -> None:
+    train = ["What is the capital of France? Paris is the capital.",
+             "Tom has 3 apples and gets 5 more. How many apples does Tom have now? 8"]
+    report = contamination(train, {
+        "general": ["What is the capital of France?", "What is the capital of Peru?"],
+        "task": ["Tom has 3 apples and gets 5 more. How many apples does Tom have now?",
+                 "Anna has 9 shells and gives away 2. How many shells does Anna have left?"],
+    }, n=13, item_threshold=0.8)
+    assert report["general"]["contaminated"] == 1 and report["general"]["share"] == 0.5
+    assert report["task"]["contaminated"] == 1
+    assert report["task"]["examples"] == ["Tom has 3 apples and gets 5 more. How many apples "
+                                          "does Tom have now?"]
+
+
+def test_format_data_stage_records_and_metrics(tmp_path: Path, tiny_model: Path,
+                                               tiny_params: dict) -> None:
+    params = write_params(tmp_path / "params.yaml", tiny_params)
+    out = tmp_path / "formatted" / "sentiment"
+    format_main("sentiment", tiny_model, out, tmp_path / "m.json", params)
+    train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert len(train) == 60
+    assert train[0]["prompt"].startswith("<|im_start|>user\nClassify this review:")
+    assert train[0]["prompt"].endswith("<|im_start|>assistant\n")
+    assert train[0]["completion"] in {"Positive", "Negative", "Neutral"}
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["examples"] == {"train": 60, "val": 8, "test": 12}
+    assert 0 < metrics["supervised_token_share"] < 0.5
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["template"]["name"] == "chat" and info["source"] == {"generator": "sentiment"}
+
+
+def test_format_data_removes_duplicates_and_handles_overlong(
+    tmp_path: Path, tiny_model: Path, tiny_params: dict
+) -> None:
+    long_prompt = "word " * 200
+    rows = ([{"prompt": f"Short question number {i} about the weather?", "completion": "ok"}
+             for i in range(30)] + [{"prompt": "Short question number 1 about the weather?",
+                                     "completion": "ok"}] * 3
+            + [{"prompt": f"{long_prompt} {i}", "completion": "long"} for i in range(2)])
+    path = write_rows(tmp_path / "data.jsonl", rows)
+    tiny_params["format_data"]["tasks"] = {"t": {"source": "file", "path": str(path),
+                                                 "n_train": 0, "n_val": 2, "n_test": 4}}
+    tiny_params["format_data"].update(max_length=64, overlong="truncate")
+    params = write_params(tmp_path / "params.yaml", tiny_params)
+    format_main("t", tiny_model, tmp_path / "out", tmp_path / "m.json", params)
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["exact_duplicates"] == 3 and metrics["truncated"] == 2
+    assert sum(metrics["examples"].values()) == 32 and metrics["dropped_overlong"] == 0
+
+    tiny_params["format_data"].update(overlong="drop", max_skipped_share=0.0)
+    params = write_params(tmp_path / "params.yaml", tiny_params)
+    with pytest.raises(DataError, match=r"records are over format_data\.max_length=64 tokens"):
+        format_main("t", tiny_model, tmp_path / "out2", tmp_path / "m2.json", params)
+    assert not (tmp_path / "out2").exists() and not (tmp_path / "m2.json").exists()

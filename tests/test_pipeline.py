@@ -67,10 +67,16 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
     assert ran(dvc(repo, "repro")) == {"train_adapter", "merge_adapter", "evaluate@tuned",
                                        "report"}
 
+    set_param(repo, "mix_tasks.weights.reading", 0.5)  # a weight: mix onward, no formatting
+    assert ran(dvc(repo, "repro")) == {"mix_tasks", "train_adapter", "merge_adapter",
+                                       "evaluate@tuned", "report"}
+
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
-    assert len(runs) == 2  # one per trained adapter
+    assert len(runs) == 3  # one per trained adapter
     assert {r.data.params["train_adapter.learning_rate"] for r in runs} == {"0.005", "0.001"}
+    latest = max(runs, key=lambda r: r.info.start_time)
+    assert latest.data.metrics["mix.tasks.reading.examples"] == 21  # 64 x 0.5 / 1.5
     assert all("eval.tuned.tasks.sentiment.score" in r.data.metrics for r in runs)

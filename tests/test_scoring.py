@@ -12,6 +12,7 @@ from stages.common.scoring import (
     contains,
     encode_pair,
     exact_match,
+    final_number,
     generate,
     loglikelihoods,
     multiple_choice,
@@ -59,6 +60,13 @@ def test_contains_needs_whole_words() -> None:
 def test_numeric_takes_the_first_number() -> None:
     assert numeric("19", "19") and numeric("It is 1,200 apples", "1200")
     assert not numeric("12 + 7 = 19", "19") and not numeric("nineteen", "19")
+
+
+def test_final_number_follows_gsm8k() -> None:
+    target = "Natalia sold 48/2 = 24 clips in May.\nIn total 48+24 = 72 clips.\n#### 72"
+    assert final_number("She sold 24 in May, so 72 in all.", target)
+    assert final_number("#### 1,072", "#### 1072")
+    assert not final_number("The answer is 72 or 73", target)
 
 
 def test_encode_pair_moves_trailing_space_to_continuation(model_and_tokenizer) -> None:

@@ -40,7 +40,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
     w["params"], w["root"] = pfile, root
     prepare_base.main(w["base"], pfile)
     for task in params["format_data"]["tasks"]:
-        format_data.main(task, w["base"], w["formatted"] / task, pfile)
+        format_data.main(task, w["base"], w["formatted"] / task, root / f"{task}.json", pfile)
     mix_tasks.main(w["formatted"], w["base"], w["mixed"], root / "mix.json", pfile)
     train_adapter.main(w["base"], w["mixed"], w["adapter"], root / "train.json",
                        root / "curve.csv", pfile)

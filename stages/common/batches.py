@@ -9,16 +9,27 @@ import torch
 IGNORE = -100  # label value that torch's cross-entropy skips
 
 
+def segments_of(record: dict) -> list[dict]:
+    """A record's segments; single-turn records are (prompt, untrained) + (completion, trained)."""
+    return record.get("segments") or [
+        {"text": record["prompt"], "assistant": False, "train": False},
+        {"text": record["completion"], "assistant": True, "train": True},
+    ]
+
+
 def encode(record: dict, tokenizer: Any) -> dict[str, list[int]]:
-    """Prompt and completion tokenized apart, so the boundary is exactly where generation
-    starts at evaluation; labels copy the completion and its end-of-sequence token."""
-    prompt = tokenizer(record["prompt"], add_special_tokens=False).input_ids
-    completion = tokenizer(record["completion"], add_special_tokens=False).input_ids
-    completion = completion + [tokenizer.eos_token_id]
-    return {
-        "input_ids": prompt + completion,
-        "labels": [IGNORE] * len(prompt) + completion,
-    }
+    """Segments tokenized apart, so each boundary is exactly where generation starts at
+    evaluation. Every assistant turn ends with the end-of-sequence (end-of-turn) token;
+    labels copy the trained turns and their end token, and ignore everything else."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for segment in segments_of(record):
+        ids = tokenizer(segment["text"], add_special_tokens=False).input_ids
+        if segment["assistant"]:
+            ids = ids + [tokenizer.eos_token_id]
+        input_ids += ids
+        labels += ids if segment["train"] else [IGNORE] * len(ids)
+    return {"input_ids": input_ids, "labels": labels}
 
 
 def collate(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:

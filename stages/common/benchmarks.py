@@ -79,6 +79,11 @@ def facts() -> list[dict]:
     return items
 
 
+def question_of(item: dict) -> str:
+    """The question without lm-eval's "Question: ... Answer:" frame (for contamination)."""
+    return item["context"].removeprefix("Question: ").removesuffix("\nAnswer:")
+
+
 BENCHMARKS: dict[str, Callable[[], list[dict]]] = {
     "capitals": capitals,
     "opposites": opposites,

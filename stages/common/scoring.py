@@ -121,8 +121,27 @@ def numeric(prediction: str, answer: str) -> bool:
     return got is not None and want is not None and float(got) == float(want)
 
 
+FINAL = re.compile(r"####\s*(-?[\d,]+(?:\.\d+)?)")
+
+
+def final_number_of(text: str) -> str | None:
+    """GSM8K's convention: the number after '####', else the last number in the text."""
+    found = FINAL.search(text)
+    if found:
+        return found.group(1).replace(",", "")
+    numbers = NUMBER.findall(text)
+    return numbers[-1].replace(",", "") if numbers else None
+
+
+def final_number(prediction: str, answer: str) -> bool:
+    """The prediction's final number (after '####' if present) equals the target's."""
+    got, want = final_number_of(prediction), final_number_of(answer)
+    return got is not None and want is not None and float(got) == float(want)
+
+
 METRICS: dict[str, Callable[[str, str], bool]] = {
     "exact_match": exact_match,
     "contains": contains,
     "numeric": numeric,
+    "final_number": final_number,
 }

@@ -1,17 +1,18 @@
-"""Data sources for format_data, by name: where a task's (instruction, answer) pairs come from.
+"""Data sources for format_data, by name: where a task's conversations come from.
 
 - `builtin`: a generator of ours (stages/common/builtin_tasks.py).
-- `file`: a local jsonl, json (array), csv, tsv or parquet file, with a column map.
-- `hf_dataset`: a Hugging Face `datasets` dataset: a hub name at a pinned revision, or a
-  local folder written by `save_to_disk`.
+- `file`: a local jsonl, json (array), csv, tsv or parquet file, read in one of the record
+  formats of stages/common/formats.py with a column map.
+- `hf_dataset`: a Hugging Face `datasets` dataset: a hub name at a pinned revision (needs
+  the network or a warm cache), or a local folder written by `save_to_disk`.
 
-Every source returns the pairs in a fixed order; format_data shuffles and splits them.
+Every source returns its conversations in a fixed order; format_data deduplicates,
+shuffles and splits them.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,73 +21,79 @@ from typing import Any, Literal
 from stages.common.artifacts import file_sha256, read_jsonl
 from stages.common.builtin_tasks import GENERATORS
 from stages.common.config import ConfigError, DataError, build, require
-
-METRICS = ("exact_match", "contains", "numeric")
-
-
-@dataclass(frozen=True)
-class Columns:
-    prompt: str = "prompt"  # column holding the instruction
-    completion: str = "completion"  # column holding the answer
-    input: str = ""  # optional column appended to the instruction (Alpaca's "input")
+from stages.common.formats import FORMATS, required_columns
+from stages.common.scoring import METRICS
+from stages.common.templates import TRAIN_TURNS
 
 
 @dataclass(frozen=True)
-class SplitSizes:
+class TaskSpec:
     n_train: int  # training examples (0 = all that remain after val and test)
-    n_val: int  # validation examples (used for eval loss during training)
+    n_val: int  # validation examples (eval loss after training)
     n_test: int  # test examples (scored by evaluate)
+    metric: str = ""  # how evaluate scores answers; empty = the source's default
+    evaluate: bool = True  # false = format and train on it, but do not score it (replay data)
+    train_turns: str = "all"  # multi-turn chats: label all assistant turns, or the last only
 
     def __post_init__(self) -> None:
         for name in ("n_train", "n_val", "n_test"):
             require(getattr(self, name) >= 0, name, "must be >= 0")
-        require(self.n_test > 0, "n_test", "must be > 0: evaluate scores every task's test split")
+        require(self.n_test > 0 or not self.evaluate, "n_test",
+                "must be > 0 for a task that is evaluated (or set evaluate: false)")
+        require(self.metric in ("", *METRICS), "metric", f"must be one of {', '.join(METRICS)}")
+        require(self.train_turns in TRAIN_TURNS, "train_turns",
+                f"must be one of {', '.join(TRAIN_TURNS)}")
 
 
 @dataclass(frozen=True)
-class BuiltinSource(SplitSizes):
+class BuiltinSource(TaskSpec):
     source: Literal["builtin"] = "builtin"
     generator: str = ""  # one of builtin_tasks.GENERATORS
-    metric: str = ""  # empty = the generator's own metric
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.generator in GENERATORS, "generator",
                 f"must be one of {', '.join(GENERATORS)}, got {self.generator!r}")
-        require(self.metric in ("", *METRICS), "metric", f"must be one of {', '.join(METRICS)}")
 
 
 @dataclass(frozen=True)
-class FileSource(SplitSizes):
+class RowSource(TaskSpec):
+    format: str = "prompt_completion"  # record format: see stages/common/formats.py
+    columns: dict[str, str] = field(default_factory=dict)  # format's column -> your column
+    labels: dict[str, str] = field(default_factory=dict)  # classification: label -> word
+    instruction: str = ""  # classification: the question put before the text
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.format in FORMATS, "format",
+                f"must be one of {', '.join(FORMATS)}, got {self.format!r}")
+
+
+@dataclass(frozen=True)
+class FileSource(RowSource):
     source: Literal["file"] = "file"
     path: str = ""  # .jsonl, .json (array of objects), .csv, .tsv or .parquet
-    columns: Columns = field(default_factory=Columns)
-    metric: str = "exact_match"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(bool(self.path), "path", "must name a data file")
         require(Path(self.path).suffix.lower() in READERS, "path",
                 f"must end in one of {', '.join(READERS)}, got {self.path!r}")
-        require(self.metric in METRICS, "metric", f"must be one of {', '.join(METRICS)}")
 
 
 @dataclass(frozen=True)
-class HFSource(SplitSizes):
+class HFSource(RowSource):
     source: Literal["hf_dataset"] = "hf_dataset"
     name: str = ""  # hub dataset id, or a local folder written by save_to_disk
     config: str = ""  # the dataset's configuration name, if it has several
     revision: str = ""  # commit sha or tag; required for hub datasets
     split: str = "train"
-    columns: Columns = field(default_factory=Columns)
-    metric: str = "exact_match"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(bool(self.name), "name", "must name a hub dataset or a local folder")
         require(Path(self.name).is_dir() or bool(self.revision), "revision",
                 "must pin a commit sha or tag for a hub dataset (reproducibility)")
-        require(self.metric in METRICS, "metric", f"must be one of {', '.join(METRICS)}")
 
 
 def _read_json(path: Path) -> list[dict]:
@@ -119,50 +126,36 @@ READERS: dict[str, Callable[[Path], list[dict]]] = {
 }
 
 
-def _cell(row: dict, column: str, where: str) -> str:
-    value = row.get(column)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        raise DataError(f"{where}: column '{column}' is empty")
-    if isinstance(value, (dict, list)):
-        raise DataError(f"{where}: column '{column}' holds a {type(value).__name__}, expected text")
-    return str(value).strip()
-
-
-def rows_to_pairs(rows: list[dict], columns: Columns, origin: str) -> list[tuple[str, str]]:
-    """Apply the column map; errors name the origin, the record number and the columns."""
+def rows_to_conversations(rows: list[dict], spec: RowSource, columns: Any,
+                          origin: str) -> list[list[dict]]:
+    """Apply the format and column map; errors name the origin, the record and the columns."""
     if not rows:
         raise DataError(f"{origin}: no records")
-    wanted = [c for c in (columns.prompt, columns.completion, columns.input) if c]
     present = list(rows[0])
-    missing = [c for c in wanted if c not in present]
-    if missing:
-        raise DataError(
-            f"{origin}: column '{missing[0]}' not found; "
-            f"columns are: {', '.join(map(str, present))}"
-            " (set the task's columns: map in params.yaml)"
-        )
-    pairs = []
-    for i, row in enumerate(rows, start=1):
-        where = f"{origin} record {i}"
-        instruction = _cell(row, columns.prompt, where)
-        if columns.input and str(row.get(columns.input) or "").strip():
-            instruction = f"{instruction}\n{_cell(row, columns.input, where)}"
-        pairs.append((instruction, _cell(row, columns.completion, where)))
-    return pairs
+    for column in required_columns(columns):
+        if column not in present:
+            raise DataError(
+                f"{origin}: column '{column}' not found; columns are: "
+                f"{', '.join(map(str, present))} (set the task's columns: map in params.yaml)"
+            )
+    convert = FORMATS[spec.format].to_conversation
+    return [convert(row, columns, f"{origin} record {i}", spec)
+            for i, row in enumerate(rows, start=1)]
 
 
-def _builtin(spec: BuiltinSource) -> list[tuple[str, str]]:
-    return GENERATORS[spec.generator][0]()
+def _builtin(spec: BuiltinSource, columns: Any) -> list[list[dict]]:
+    return [[{"role": "user", "content": p}, {"role": "assistant", "content": a}]
+            for p, a in GENERATORS[spec.generator][0]()]
 
 
-def _file(spec: FileSource) -> list[tuple[str, str]]:
+def _file(spec: FileSource, columns: Any) -> list[list[dict]]:
     path = Path(spec.path)
     if not path.exists():
         raise DataError(f"{path} not found (format_data task path)")
-    return rows_to_pairs(READERS[path.suffix.lower()](path), spec.columns, str(path))
+    return rows_to_conversations(READERS[path.suffix.lower()](path), spec, columns, str(path))
 
 
-def _hf_dataset(spec: HFSource) -> list[tuple[str, str]]:
+def _hf_dataset(spec: HFSource, columns: Any) -> list[list[dict]]:
     import datasets
 
     if Path(spec.name).is_dir():
@@ -175,18 +168,25 @@ def _hf_dataset(spec: HFSource) -> list[tuple[str, str]]:
         loaded = datasets.load_dataset(
             spec.name, spec.config or None, revision=spec.revision, split=spec.split
         )
-    return rows_to_pairs(loaded.to_list(), spec.columns, f"{spec.name}[{spec.split}]")
+    return rows_to_conversations(loaded.to_list(), spec, columns, f"{spec.name}[{spec.split}]")
 
 
-SOURCES: dict[str, tuple[type, Callable[[Any], list[tuple[str, str]]]]] = {
+SOURCES: dict[str, tuple[type, Callable[[Any, Any], list[list[dict]]]]] = {
     "builtin": (BuiltinSource, _builtin),
     "file": (FileSource, _file),
     "hf_dataset": (HFSource, _hf_dataset),
 }
 
 
-def parse_task(name: str, data: Any) -> Any:
-    """Validate one `format_data.tasks.<name>` block with its source's dataclass."""
+@dataclass(frozen=True)
+class Task:
+    name: str
+    spec: Any  # the source's dataclass
+    columns: Any  # the format's columns dataclass (None for builtin tasks)
+
+
+def parse_task(name: str, data: Any) -> Task:
+    """Validate one `format_data.tasks.<name>` block: its source, then its format's columns."""
     where = f"format_data.tasks.{name}"
     if not isinstance(data, dict) or "source" not in data:
         raise ConfigError(f"{where}.source is missing; it must be one of {', '.join(SOURCES)}")
@@ -194,24 +194,31 @@ def parse_task(name: str, data: Any) -> Any:
         raise ConfigError(
             f"{where}.source must be one of {', '.join(SOURCES)}, got {data['source']!r}"
         )
-    return build(SOURCES[data["source"]][0], data, where)
+    spec = build(SOURCES[data["source"]][0], data, where)
+    columns = None
+    if isinstance(spec, RowSource):
+        columns = build(FORMATS[spec.format].columns, spec.columns, f"{where}.columns")
+    return Task(name, spec, columns)
 
 
-def load_pairs(spec: Any) -> list[tuple[str, str]]:
-    return SOURCES[spec.source][1](spec)
+def load_conversations(task: Task) -> list[list[dict]]:
+    return SOURCES[task.spec.source][1](task.spec, task.columns)
 
 
-def provenance(spec: Any) -> dict[str, str]:
+def provenance(task: Task) -> dict[str, Any]:
     """What the task's data came from, with a hash for local files (for run_info)."""
+    spec = task.spec
     if isinstance(spec, FileSource):
-        return {"path": spec.path, "sha256": file_sha256(spec.path)}
+        return {"path": spec.path, "format": spec.format, "sha256": file_sha256(spec.path)}
     if isinstance(spec, HFSource):
         return {"name": spec.name, "config": spec.config, "revision": spec.revision,
-                "split": spec.split}
+                "split": spec.split, "format": spec.format}
     return {"generator": spec.generator}
 
 
-def metric_of(spec: Any) -> str:
-    if isinstance(spec, BuiltinSource) and not spec.metric:
-        return GENERATORS[spec.generator][1]
-    return spec.metric
+def metric_of(task: Task) -> str:
+    if task.spec.metric:
+        return task.spec.metric
+    if isinstance(task.spec, BuiltinSource):
+        return GENERATORS[task.spec.generator][1]
+    return "exact_match"

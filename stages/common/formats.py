@@ -1,0 +1,136 @@
+"""Record formats, by name: how one row of a user's data becomes a conversation.
+
+A conversation is a list of messages `{"role": "system"|"user"|"assistant", "content"}`
+ending with an assistant turn. Every format maps its columns (renamable through the
+task's `columns:` block) to one; templates then render it (stages/common/templates.py).
+
+- `prompt_completion`: prompt (+ optional input and system columns) -> completion.
+- `alpaca`: Stanford Alpaca's instruction, input, output.
+- `messages`: a column holding OpenAI-style chat messages (multi-turn).
+- `classification`: a text column and a label column; labels are mapped to label words.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stages.common.config import DataError
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class PromptCompletionColumns:
+    prompt: str = "prompt"
+    completion: str = "completion"
+    input: str = ""  # optional column appended to the prompt on a new line
+    system: str = ""  # optional column holding a system message
+
+
+@dataclass(frozen=True)
+class AlpacaColumns:
+    instruction: str = "instruction"
+    input: str = "input"
+    output: str = "output"
+
+
+@dataclass(frozen=True)
+class MessagesColumns:
+    messages: str = "messages"
+
+
+@dataclass(frozen=True)
+class ClassificationColumns:
+    text: str = "text"
+    label: str = "label"
+    input: str = ""  # optional second text column (e.g. a title next to a body)
+
+
+def cell(row: dict, column: str, where: str, required: bool = True) -> str:
+    value = row.get(column)
+    empty = value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
+    if empty:
+        if required:
+            raise DataError(f"{where}: column '{column}' is empty")
+        return ""
+    if isinstance(value, (dict, list)):
+        raise DataError(f"{where}: column '{column}' holds a {type(value).__name__}, expected text")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # labels read from parquet as 1.0
+    return str(value).strip()
+
+
+def _turns(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"role": role, "content": content} for role, content in pairs if content]
+
+
+def _prompt_completion(row: dict, c: PromptCompletionColumns, where: str, spec: Any) -> list:
+    user = cell(row, c.prompt, where)
+    if c.input and cell(row, c.input, where, required=False):
+        user = f"{user}\n{cell(row, c.input, where)}"
+    system = cell(row, c.system, where, required=False) if c.system else ""
+    return _turns(("system", system), ("user", user), ("assistant", cell(row, c.completion, where)))
+
+
+def _alpaca(row: dict, c: AlpacaColumns, where: str, spec: Any) -> list:
+    user = cell(row, c.instruction, where)
+    extra = cell(row, c.input, where, required=False)
+    return _turns(("user", f"{user}\n{extra}" if extra else user),
+                  ("assistant", cell(row, c.output, where)))
+
+
+def _messages(row: dict, c: MessagesColumns, where: str, spec: Any) -> list:
+    messages = row.get(c.messages)
+    if hasattr(messages, "tolist"):  # parquet gives numpy arrays
+        messages = messages.tolist()
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: column '{c.messages}' must be a non-empty list of messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(
+            m.get("content"), str
+        ):
+            raise DataError(f"{where}: message {i} must be {{'role': one of {', '.join(ROLES)}, "
+                            f"'content': text}}, got {m!r}"[:300])
+        out.append({"role": m["role"], "content": m["content"].strip()})
+    if out[-1]["role"] != "assistant":
+        raise DataError(f"{where}: the last message must be the assistant's (the answer to "
+                        f"train on), got '{out[-1]['role']}'")
+    return out
+
+
+def _classification(row: dict, c: ClassificationColumns, where: str, spec: Any) -> list:
+    raw = cell(row, c.label, where)
+    if spec.labels and raw not in spec.labels:
+        raise DataError(f"{where}: label {raw!r} is not in the task's labels: map "
+                        f"({', '.join(spec.labels)}); add it or fix the record")
+    word = spec.labels.get(raw, raw)
+    text = cell(row, c.text, where)
+    if c.input and cell(row, c.input, where, required=False):
+        text = f"{cell(row, c.input, where)}\n{text}"
+    words = ", ".join(dict.fromkeys(spec.labels.values())) if spec.labels else ""
+    instruction = spec.instruction or (f"Classify this text. Answer with one of: {words}."
+                                       if words else "Classify this text.")
+    return _turns(("user", f"{instruction}\n{text}"), ("assistant", word))
+
+
+@dataclass(frozen=True)
+class Format:
+    columns: type
+    to_conversation: Callable[[dict, Any, str, Any], list[dict[str, str]]]
+
+
+FORMATS: dict[str, Format] = {
+    "prompt_completion": Format(PromptCompletionColumns, _prompt_completion),
+    "alpaca": Format(AlpacaColumns, _alpaca),
+    "messages": Format(MessagesColumns, _messages),
+    "classification": Format(ClassificationColumns, _classification),
+}
+
+
+def required_columns(columns: Any) -> list[str]:
+    """Columns that must exist in the data (optional ones are those left empty)."""
+    return [v for v in vars(columns).values() if v]
