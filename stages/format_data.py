@@ -2,7 +2,8 @@
 
 Deps:   this module, stages/common (sources, formats, templates, hygiene, builtin tasks),
         the base model's tokenizer (models/base: chat template, token counts), data/raw.
-Params: format_data.{seed, template, max_length, overlong, max_skipped_share, dedup},
+Params: format_data.{seed, template, max_length, overlong, invalid_records,
+        max_skipped_share, dedup},
         format_data.tasks.<task>.
 Outs:   <out>/train.jsonl, val.jsonl, test.jsonl, run_info.json; metrics <metrics>
         (examples per split, duplicates removed, over-long records dropped or truncated,
@@ -49,7 +50,8 @@ class FormatParams:
     tasks: dict[str, Any]  # task name -> source block (validated by sources.parse_task)
     max_length: int = 256  # tokens per record (prompt + completion + end-of-turn)
     overlong: Literal["drop", "truncate"] = "drop"  # truncate shortens the last user message
-    max_skipped_share: float = 0.1  # fail when more of a split than this is dropped
+    invalid_records: Literal["fail", "skip"] = "fail"  # a malformed record: stop, or skip it
+    max_skipped_share: float = 0.1  # fail when more than this share is skipped or dropped
     dedup: DedupParams = field(default_factory=DedupParams)
 
     def __post_init__(self) -> None:
@@ -142,8 +144,12 @@ def main(task_name: str, base: Path, out: Path, metrics_path: Path,
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    conversations, exact, near = deduplicate(load_conversations(task), p.dedup.ngram,
-                                             p.dedup.near_threshold)
+    loaded, invalid = load_conversations(task, p.invalid_records == "skip")
+    if len(invalid) > p.max_skipped_share * (len(loaded) + len(invalid)):
+        raise DataError(f"task '{task_name}': {len(invalid)} of {len(loaded) + len(invalid)} "
+                        f"records are invalid (over format_data.max_skipped_share="
+                        f"{p.max_skipped_share}); the first: {invalid[0]}")
+    conversations, exact, near = deduplicate(loaded, p.dedup.ngram, p.dedup.near_threshold)
     splits = split(conversations, task.spec, p.seed, task_name)
     metric = metric_of(task)
     records, stats = {}, {}
@@ -162,7 +168,7 @@ def main(task_name: str, base: Path, out: Path, metrics_path: Path,
     train = stats["train"]
     metrics = {
         "examples": {s: len(records[s]) for s in SPLITS},
-        "exact_duplicates": exact, "near_duplicates": near,
+        "invalid_records": len(invalid), "exact_duplicates": exact, "near_duplicates": near,
         "dropped_overlong": sum(s["dropped"] for s in stats.values()),
         "truncated": sum(s["truncated"] for s in stats.values()),
         "train_tokens": train["tokens"],

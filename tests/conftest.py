@@ -70,6 +70,7 @@ TINY_PARAMS = {
     "prepare_base": {"source": "local", "local_path": "", "dtype": "float32"},
     "format_data": {
         "seed": 1, "template": "chat", "max_length": 96, "overlong": "drop",
+        "invalid_records": "fail",
         "max_skipped_share": 0.1, "dedup": {"ngram": 3, "near_threshold": 0.9},
         "tasks": {
             "sentiment": {"source": "builtin", "generator": "sentiment",

@@ -46,7 +46,7 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".tsv", ".parquet"])
 def test_file_formats_give_the_same_conversations(tmp_path: Path, suffix: str) -> None:
-    conversations = load_conversations(file_task(write_rows(tmp_path / f"d{suffix}", ROWS)))
+    conversations, _ = load_conversations(file_task(write_rows(tmp_path / f"d{suffix}", ROWS)))
     assert conversations[0] == convo("Question 0?\ncontext 0", "answer 0")
     assert conversations[1] == convo("Question 1?", "answer 1")  # empty input adds nothing
     assert len(conversations) == 20
@@ -57,7 +57,7 @@ def test_alpaca_format(tmp_path: Path) -> None:
             {"instruction": "Greet.", "input": "", "output": "Hello"}]
     task = parse_task("t", {"source": "file", "format": "alpaca", "n_train": 0, "n_val": 0,
                             "n_test": 1, "path": str(write_rows(tmp_path / "a.json", rows))})
-    assert load_conversations(task) == [convo("Add.\n2 and 3", "5"), convo("Greet.", "Hello")]
+    assert load_conversations(task)[0] == [convo("Add.\n2 and 3", "5"), convo("Greet.", "Hello")]
 
 
 def test_messages_format_keeps_every_turn(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_messages_format_keeps_every_turn(tmp_path: Path) -> None:
     task = parse_task("t", {"source": "file", "format": "messages", "n_train": 0, "n_val": 0,
                             "n_test": 1,
                             "path": str(write_rows(tmp_path / "c.jsonl", [{"messages": chat}]))})
-    assert load_conversations(task) == [chat]
+    assert load_conversations(task)[0] == [chat]
 
 
 @pytest.mark.parametrize("messages,error", [
@@ -92,7 +92,7 @@ def test_classification_maps_labels_to_words(tmp_path: Path) -> None:
              "n_test": 1, "path": str(write_rows(tmp_path / "n.csv", rows)),
              "columns": {"text": "body", "label": "label", "input": "title"},
              "labels": {"1": "Sports", "2": "Business"}}
-    conversations = load_conversations(parse_task("t", block))
+    conversations, _ = load_conversations(parse_task("t", block))
     assert conversations[0] == convo(
         "Classify this text. Answer with one of: Sports, Business.\nMatch report\nThe team won.",
         "Sports")
@@ -141,13 +141,21 @@ def test_null_cell_names_the_record(tmp_path: Path) -> None:
         load_conversations(file_task(path))
 
 
+def test_invalid_records_can_be_skipped_and_counted(tmp_path: Path) -> None:
+    rows = [{"q": f"q{i}", "a": "" if i == 3 else f"a{i}", "ctx": ""} for i in range(10)]
+    conversations, invalid = load_conversations(file_task(write_rows(tmp_path / "d.jsonl", rows)),
+                                                skip_invalid=True)
+    assert len(conversations) == 9
+    assert invalid == [f"{tmp_path / 'd.jsonl'} record 4: column 'a' is empty"]
+
+
 def test_hf_dataset_from_a_local_save_to_disk_folder(tmp_path: Path) -> None:
     import datasets
 
     datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS)}).save_to_disk(tmp_path / "ds")
     block = {"source": "hf_dataset", "name": str(tmp_path / "ds"), "split": "train",
              "n_train": 0, "n_val": 2, "n_test": 3, "columns": {"prompt": "q", "completion": "a"}}
-    conversations = load_conversations(parse_task("t", block))
+    conversations, _ = load_conversations(parse_task("t", block))
     assert conversations[0] == convo("Question 0?", "answer 0") and len(conversations) == 20
     with pytest.raises(DataError, match=r"no split 'test'; splits: \['train'\]"):
         load_conversations(parse_task("t", {**block, "split": "test"}))
@@ -254,3 +262,23 @@ def test_format_data_removes_duplicates_and_handles_overlong(
     with pytest.raises(DataError, match=r"records are over format_data\.max_length=64 tokens"):
         format_main("t", tiny_model, tmp_path / "out2", tmp_path / "m2.json", params)
     assert not (tmp_path / "out2").exists() and not (tmp_path / "m2.json").exists()
+
+
+def test_format_data_fails_when_too_many_records_are_invalid(
+    tmp_path: Path, tiny_model: Path, tiny_params: dict
+) -> None:
+    rows = [{"prompt": f"question {i}", "completion": "" if i % 4 == 0 else "ok"}
+            for i in range(40)]
+    path = write_rows(tmp_path / "d.jsonl", rows)
+    tiny_params["format_data"]["tasks"] = {"t": {"source": "file", "path": str(path),
+                                                 "n_train": 0, "n_val": 2, "n_test": 4}}
+    tiny_params["format_data"].update(invalid_records="skip", max_skipped_share=0.3)
+    format_main("t", tiny_model, tmp_path / "ok", tmp_path / "m.json",
+                write_params(tmp_path / "p.yaml", tiny_params))
+    assert json.loads((tmp_path / "m.json").read_text())["invalid_records"] == 10
+    tiny_params["format_data"]["max_skipped_share"] = 0.2
+    with pytest.raises(DataError, match=r"task 't': 10 of 40 records are invalid .*the first: "
+                                        r".*d\.jsonl record 1: column 'completion' is empty"):
+        format_main("t", tiny_model, tmp_path / "bad", tmp_path / "m2.json",
+                    write_params(tmp_path / "p.yaml", tiny_params))
+    assert not (tmp_path / "bad").exists()

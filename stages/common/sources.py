@@ -126,9 +126,11 @@ READERS: dict[str, Callable[[Path], list[dict]]] = {
 }
 
 
-def rows_to_conversations(rows: list[dict], spec: RowSource, columns: Any,
-                          origin: str) -> list[list[dict]]:
-    """Apply the format and column map; errors name the origin, the record and the columns."""
+def rows_to_conversations(rows: list[dict], spec: RowSource, columns: Any, origin: str,
+                          skip_invalid: bool = False) -> tuple[list[list[dict]], list[str]]:
+    """Apply the format and column map; errors name the origin, the record and the columns.
+
+    With `skip_invalid`, a record that fails is left out and its error returned instead."""
     if not rows:
         raise DataError(f"{origin}: no records")
     present = list(rows[0])
@@ -139,23 +141,31 @@ def rows_to_conversations(rows: list[dict], spec: RowSource, columns: Any,
                 f"{', '.join(map(str, present))} (set the task's columns: map in params.yaml)"
             )
     convert = FORMATS[spec.format].to_conversation
-    return [convert(row, columns, f"{origin} record {i}", spec)
-            for i, row in enumerate(rows, start=1)]
+    conversations, invalid = [], []
+    for i, row in enumerate(rows, start=1):
+        try:
+            conversations.append(convert(row, columns, f"{origin} record {i}", spec))
+        except DataError as err:
+            if not skip_invalid:
+                raise
+            invalid.append(str(err))
+    return conversations, invalid
 
 
-def _builtin(spec: BuiltinSource, columns: Any) -> list[list[dict]]:
+def _builtin(spec: BuiltinSource, columns: Any, skip: bool) -> tuple[list[list[dict]], list]:
     return [[{"role": "user", "content": p}, {"role": "assistant", "content": a}]
-            for p, a in GENERATORS[spec.generator][0]()]
+            for p, a in GENERATORS[spec.generator][0]()], []
 
 
-def _file(spec: FileSource, columns: Any) -> list[list[dict]]:
+def _file(spec: FileSource, columns: Any, skip: bool) -> tuple[list[list[dict]], list]:
     path = Path(spec.path)
     if not path.exists():
         raise DataError(f"{path} not found (format_data task path)")
-    return rows_to_conversations(READERS[path.suffix.lower()](path), spec, columns, str(path))
+    rows = READERS[path.suffix.lower()](path)
+    return rows_to_conversations(rows, spec, columns, str(path), skip)
 
 
-def _hf_dataset(spec: HFSource, columns: Any) -> list[list[dict]]:
+def _hf_dataset(spec: HFSource, columns: Any, skip: bool) -> tuple[list[list[dict]], list]:
     import datasets
 
     if Path(spec.name).is_dir():
@@ -168,10 +178,11 @@ def _hf_dataset(spec: HFSource, columns: Any) -> list[list[dict]]:
         loaded = datasets.load_dataset(
             spec.name, spec.config or None, revision=spec.revision, split=spec.split
         )
-    return rows_to_conversations(loaded.to_list(), spec, columns, f"{spec.name}[{spec.split}]")
+    return rows_to_conversations(loaded.to_list(), spec, columns, f"{spec.name}[{spec.split}]",
+                                 skip)
 
 
-SOURCES: dict[str, tuple[type, Callable[[Any, Any], list[list[dict]]]]] = {
+SOURCES: dict[str, tuple[type, Callable[[Any, Any, bool], tuple[list[list[dict]], list]]]] = {
     "builtin": (BuiltinSource, _builtin),
     "file": (FileSource, _file),
     "hf_dataset": (HFSource, _hf_dataset),
@@ -201,8 +212,9 @@ def parse_task(name: str, data: Any) -> Task:
     return Task(name, spec, columns)
 
 
-def load_conversations(task: Task) -> list[list[dict]]:
-    return SOURCES[task.spec.source][1](task.spec, task.columns)
+def load_conversations(task: Task, skip_invalid: bool = False) -> tuple[list[list[dict]], list]:
+    """The task's conversations, and the errors of records skipped (with `skip_invalid`)."""
+    return SOURCES[task.spec.source][1](task.spec, task.columns, skip_invalid)
 
 
 def provenance(task: Task) -> dict[str, Any]:
