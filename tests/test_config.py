@@ -73,6 +73,10 @@ def test_unknown_source_and_generator() -> None:
     with pytest.raises(ConfigError, match=r"format_data\.tasks\.t\.generator must be one of"):
         parse_task("t", {"source": "builtin", "generator": "poetry", "n_train": 1, "n_val": 1,
                          "n_test": 1})
+    with pytest.raises(ConfigError, match=r"format_data\.tasks\.t\.format must be one of "
+                                          r"prompt_completion, alpaca, messages, classification"):
+        parse_task("t", {"source": "file", "path": "x.csv", "format": "sharegpt", "n_train": 1,
+                         "n_val": 1, "n_test": 1})
 
 
 def test_mix_weights_must_not_all_be_zero() -> None:
