@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run test lint clean-outputs
+.PHONY: install run test lint compare
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Every PEFT method on the same mixture, one dvc experiment each, then reports/methods.md.
+compare: install
+	$(PY) -m stages.compare_methods --set train_adapter.max_steps=20 --set evaluate.max_test_examples=20
 
 lint: install
 	$(VENV)/bin/ruff check stages tests

@@ -27,7 +27,7 @@ from stages.common.artifacts import Timer, read_json, read_jsonl, write_json, wr
 from stages.common.benchmarks import BENCHMARKS, GENERAL_PROMPTS
 from stages.common.cli import run_stage
 from stages.common.config import DataError, build, load_params, require, section
-from stages.common.scoring import METRICS, generate, multiple_choice
+from stages.common.scoring import METRICS, generate, generate_uncached, multiple_choice
 from stages.common.sources import parse_task
 from stages.common.templates import prompt_of
 
@@ -48,11 +48,21 @@ class EvalParams:
                     f"names unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
 
 
+def complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
+             p: EvalParams) -> list[str]:
+    """Greedy answers; unmerged adapters are decoded without `generate` (see scoring)."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return generate_uncached(model, tokenizer, prompts, max_new_tokens)
+    return generate(model, tokenizer, prompts, max_new_tokens, p.batch_size)
+
+
 def score_tasks(model: Any, tokenizer: Any, tests: dict[str, list[dict]],
                 p: EvalParams) -> tuple[dict[str, Any], list[dict]]:
     records = [r for task in tests for r in tests[task]]
-    predictions = generate(model, tokenizer, [r["prompt"] for r in records],
-                           p.max_new_tokens, p.batch_size)
+    predictions = complete(model, tokenizer, [r["prompt"] for r in records],
+                           p.max_new_tokens, p)
     rows, scores = [], {}
     for r, pred in zip(records, predictions, strict=True):
         rows.append({"kind": "task", "task": r["task"], "id": r["id"],
@@ -101,12 +111,19 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model_info = read_json(model_dir / "run_info.json")
+    if (model_dir / "adapter_config.json").exists():  # a method that cannot merge
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(model_info["base_path"], dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, model_dir).eval()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     task_scores, task_rows = score_tasks(model, tokenizer, tests, p)
     general_scores, general_rows = score_general(model, tokenizer, p)
-    samples = generate(model, tokenizer,
+    samples = complete(model, tokenizer,
                        [prompt_of(fmt["template"], q, tokenizer) for q in GENERAL_PROMPTS],
-                       p.max_new_tokens * 2, p.batch_size)
+                       p.max_new_tokens * 2, p)
     sample_rows = [{"kind": "sample", "id": f"sample-{i}", "instruction": q, "prediction": s}
                    for i, (q, s) in enumerate(zip(GENERAL_PROMPTS, samples, strict=True))]
     scores = {
@@ -119,7 +136,6 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
     }
     write_jsonl(predictions_path, task_rows + general_rows + sample_rows)
     write_json(scores_path, scores)
-    model_info = read_json(model_dir / "run_info.json")
     run_id = tracking.reopen(tp, model_info.get("mlflow_run_id"))
     tracking.log_metrics(tp, run_id, {f"eval.{name}": {k: v for k, v in scores.items()
                                                        if k != "model"}})

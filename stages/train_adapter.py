@@ -28,6 +28,7 @@ from stages.common.artifacts import (
     Timer,
     atomic_dir,
     git_commit,
+    peak_memory_mb,
     read_json,
     read_jsonl,
     run_info,
@@ -116,16 +117,49 @@ def make_callback(tp: tracking.TrackingParams, run_id: str | None, curve: list[d
     return CurveLogger()
 
 
+def _rank_allocator() -> Any:
+    from transformers import TrainerCallback
+
+    class RankAllocator(TrainerCallback):
+        """AdaLoRA's budget step: after the optimizer step, before gradients are zeroed."""
+
+        def on_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None,
+                              **kw: Any) -> None:
+            model.base_model.update_and_allocate(state.global_step)
+
+    return RankAllocator
+
+
+def build_model(p: TrainParams, base: Path) -> Any:
+    """The base (quantized if the method says so) with the method's trainable weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    method = METHODS[p.method]
+    load = method.load(p.method_params)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **load)
+    if method.peft_config is None:  # full fine-tuning: the model itself is trained
+        return model
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if load:  # a quantized base: norms in float32, inputs that carry gradients (QLoRA)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, method.peft_config(
+        p.method_params, {"max_steps": p.max_steps, "base": base}))
+
+
 def train(p: TrainParams, base: Path, train_set: list[dict], val_set: list[dict],
           pad_id: int, callback: Any) -> tuple[Any, dict[str, Any]]:
     import torch
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, TrainingArguments, set_seed
 
+    RankAllocator = _rank_allocator()  # noqa: N806 (a class)
     set_seed(p.seed)  # before the adapter is built: its initial weights depend on it
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    model = get_peft_model(model, METHODS[p.method].peft_config(p.method_params))
-    trainable, total = model.get_nb_trainable_parameters()
+    model = build_model(p, base)
+    method = METHODS[p.method]
+    callbacks = [callback] + ([RankAllocator()] if method.reallocates_rank else [])
+    trainable = sum(t.numel() for t in model.parameters() if t.requires_grad)
+    total = sum(t.numel() for t in model.parameters())
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
             output_dir=scratch, max_steps=p.max_steps, per_device_train_batch_size=p.batch_size,
@@ -139,7 +173,7 @@ def train(p: TrainParams, base: Path, train_set: list[dict], val_set: list[dict]
         )
         trainer = Trainer(model=model, args=args, train_dataset=train_set,
                           eval_dataset=val_set or None,
-                          data_collator=partial(collate, pad_id=pad_id), callbacks=[callback])
+                          data_collator=partial(collate, pad_id=pad_id), callbacks=callbacks)
         started = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - started
@@ -195,6 +229,8 @@ def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path
     metrics["dropped_too_long"] = dropped
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
+        metrics["adapter_mb"] = round(sum(f.stat().st_size for f in tmp.iterdir()) / 2**20, 3)
+        metrics["peak_memory_mb"] = peak_memory_mb()
         write_json(tmp / "run_info.json", run_info(
             "train_adapter", {**rest_fields(p), p.method: vars(p.method_params)}, timer,
             method=p.method, base_model=base_info.get("base_model"), base_path=str(base),
@@ -205,7 +241,8 @@ def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path
     write_text(curve_path, header + "".join(
         f"{c['step']},{c['loss']},{c['learning_rate']},{c['tokens_per_s']}\n" for c in curve))
     tracking.log_metrics(tp, run_id, {f"train.{k}": v for k, v in metrics.items()})
-    tracking.log_artifacts(tp, run_id, [out], "adapter")
+    if metrics["adapter_mb"] < 200:  # a full fine-tune's whole model stays in DVC only
+        tracking.log_artifacts(tp, run_id, [out], "adapter")
     tracking.finish(tp, run_id)
     print(f"train_adapter: {metrics['steps']} steps, loss {metrics['train_loss']}, "
           f"{metrics['tokens_per_s']} tokens/s -> {out}")

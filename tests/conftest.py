@@ -29,7 +29,7 @@ def _corpus() -> list[str]:
     return texts + benchmarks.GENERAL_PROMPTS + ["Answer: Below is an instruction ### Response"]
 
 
-def build_tiny_model(folder: Path, seed: int = 0) -> Path:
+def build_tiny_model(folder: Path, seed: int = 0, hidden: int = 32) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -48,7 +48,8 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, initializer_range=0.2,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
@@ -88,7 +89,8 @@ TINY_PARAMS = {
         "max_steps": 8, "batch_size": 8, "grad_accum": 1, "max_length": 96,
         "weight_decay": 0.0,
     },
-    "merge_adapter": {"probe_examples": 4, "tolerance": 1.0e-4},
+    "merge_adapter": {"probe_examples": 4, "tolerance": {"float32": 1.0e-4},
+                      "qlora_base": "dequantized"},
     "evaluate": {"batch_size": 8, "max_new_tokens": 4, "max_test_examples": 0,
                  "general_suite": ["capitals", "opposites"]},
     "report": {"samples": 3},

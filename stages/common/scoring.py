@@ -43,8 +43,9 @@ def loglikelihoods(model: Any, tokenizer: Any, pairs: list[tuple[str, str]],
             ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
         with torch.no_grad():
-            logprobs = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            logprobs = torch.log_softmax(logprobs.float(), dim=-1).cpu()
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            # Prompt-tuning models return logits for their virtual tokens first; drop them.
+            logprobs = torch.log_softmax(logits[:, -width:].float(), dim=-1).cpu()
         for row, i in enumerate(idx):
             ctx, cont = encoded[i]
             end = len(ctx) + len(cont) - 1
@@ -88,6 +89,31 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
                                        skip_special_tokens=True)
         for i, text in zip(idx, texts, strict=True):
             outputs[i] = text.strip()
+    return outputs
+
+
+def generate_uncached(model: Any, tokenizer: Any, prompts: list[str],
+                      max_new_tokens: int) -> list[str]:
+    """Greedy completions by full forward passes, one prompt at a time, no KV cache.
+
+    For unmerged prompt-learning adapters: with transformers 5.24 and peft 0.21,
+    `generate` on prefix-, prompt- and p-tuning models diverges from the model's own
+    forward pass after the first tokens (the prefix cache is dropped or misplaced;
+    tests/test_methods.py shows it), so they are decoded with the forward pass that
+    training and log-likelihood scoring use. No padding, so no position shifts either."""
+    device = next(model.parameters()).device
+    outputs = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
+        start = ids.shape[1]
+        for _ in range(max_new_tokens):
+            with torch.no_grad():
+                logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+            token = int(logits[0, -1].argmax())
+            if token == tokenizer.eos_token_id:
+                break
+            ids = torch.cat([ids, torch.tensor([[token]], device=device)], dim=1)
+        outputs.append(tokenizer.decode(ids[0, start:], skip_special_tokens=True).strip())
     return outputs
 
 

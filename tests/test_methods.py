@@ -1,0 +1,149 @@
+"""Every PEFT method in the registry: trains on the tiny model, saves in PEFT's format,
+reloads with plain PEFT, and merges within tolerance where it can merge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from stages import evaluate, format_data, merge_adapter, mix_tasks, prepare_base, train_adapter
+from stages.common.config import ConfigError
+from stages.common.methods import METHODS
+from tests.conftest import TINY_PARAMS, build_tiny_model, write_params
+
+SMALL = {  # tiny sizes for each method's block
+    "lora": {"r": 4, "alpha": 8}, "dora": {"r": 4, "alpha": 8}, "rslora": {"r": 4, "alpha": 8},
+    "adalora": {"init_r": 4, "target_r": 2, "alpha": 8},
+    "ia3": {}, "prompt_tuning": {"num_virtual_tokens": 4, "init": "text",
+                                  "init_text": "Answer the question"},
+    "p_tuning": {"num_virtual_tokens": 4, "encoder_hidden_size": 16},
+    "prefix_tuning": {"num_virtual_tokens": 4},
+    "llama_adapter": {"adapter_len": 4, "adapter_layers": 1},
+    "qlora": {"r": 4, "alpha": 8}, "full": {},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("methods")
+    # bitsandbytes' 4-bit CPU kernels quantize in blocks of 64: hidden size 64, not 32.
+    model = build_tiny_model(root / "tiny64", hidden=64)
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["prepare_base"]["local_path"] = str(model)
+    params["tracking"]["enabled"] = False
+    params["train_adapter"].update(max_steps=3, learning_rate=1e-2)
+    pfile = write_params(root / "params.yaml", params)
+    prepare_base.main(root / "base", pfile)
+    for task in params["format_data"]["tasks"]:
+        format_data.main(task, root / "base", root / "formatted" / task, root / f"{task}.json",
+                         pfile)
+    mix_tasks.main(root / "formatted", root / "base", root / "mixed", root / "mix.json", pfile)
+    return root, params
+
+
+def test_every_method_has_a_test() -> None:
+    assert set(SMALL) == set(METHODS)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_trains_saves_reloads_and_merges(data: tuple[Path, dict], tmp_path: Path,
+                                                method: str) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    root, params = data
+    params = json.loads(json.dumps(params))
+    params["train_adapter"]["method"] = method
+    params["train_adapter"][method] = SMALL[method]
+    pfile = write_params(tmp_path / "params.yaml", params)
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    train_adapter.main(root / "base", root / "mixed", adapter, tmp_path / "train.json",
+                       tmp_path / "curve.csv", pfile)
+    metrics = json.loads((tmp_path / "train.json").read_text())
+    assert metrics["steps"] == 3
+    if method == "full":
+        assert metrics["trainable_params"] == metrics["total_params"]
+    else:
+        assert 0 < metrics["trainable_params"] < metrics["total_params"]
+    assert metrics["adapter_mb"] > 0
+
+    ids = torch.tensor([[3, 9, 27, 81, 243, 17]])
+    base = AutoModelForCausalLM.from_pretrained(root / "base")
+    if METHODS[method].peft_config is None:  # full fine-tuning saved a whole model
+        reloaded = AutoModelForCausalLM.from_pretrained(adapter).eval()
+    else:  # plain PEFT, no code of ours
+        reloaded = PeftModel.from_pretrained(base, adapter).eval()
+    with torch.no_grad():
+        adapted = reloaded(input_ids=ids).logits[:, -ids.shape[1]:]
+        plain = AutoModelForCausalLM.from_pretrained(root / "base")(input_ids=ids).logits
+    assert not torch.allclose(adapted, plain), "training changed nothing"
+
+    merge_adapter.main(root / "base", adapter, root / "mixed" / "val.jsonl", merged,
+                       tmp_path / "merge.json", pfile)
+    merge = json.loads((tmp_path / "merge.json").read_text())
+    info = json.loads((merged / "run_info.json").read_text())
+    if METHODS[method].merge == "dequantize":  # QLoRA: into the dequantized 4-bit base
+        assert info["merged"] is True and merge["max_abs_logit_diff"] <= 1e-4
+        assert merge["qlora_base"] == "dequantized" and merge["diff_vs_4bit_adapter"] < 1.0
+    elif METHODS[method].mergeable:
+        assert info["merged"] is True and merge["max_abs_logit_diff"] <= 1e-4
+        with torch.no_grad():
+            after = AutoModelForCausalLM.from_pretrained(merged)(input_ids=ids).logits
+        assert (after - adapted).abs().max() < 1e-4
+    else:
+        assert info["merged"] is False and "cannot be merged" in info["reason"]
+        assert merge["max_abs_logit_diff"] is None
+        # evaluate scores the unmerged adapter on the base model
+        evaluate.main("tuned", merged, root / "formatted", tmp_path / "scores.json",
+                      tmp_path / "predictions.jsonl", pfile)
+        scores = json.loads((tmp_path / "scores.json").read_text())
+        assert set(scores["tasks"]) == {"sentiment", "reading"}
+
+
+@pytest.mark.parametrize("method", ["prefix_tuning", "prompt_tuning", "p_tuning"])
+def test_unmerged_decoding_follows_the_forward_pass(data: tuple[Path, dict], method: str) -> None:
+    """generate() on these PEFT models drifts from their forward pass (transformers 5.24,
+    peft 0.21); evaluate's decoder must not."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stages.common.methods import METHODS as REGISTRY
+
+    root, _ = data
+    spec = REGISTRY[method]
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(root / "base"),
+                           spec.peft_config(spec.params(**{k: v for k, v in SMALL[method].items()
+                                                           if k != "init"}),
+                                            {"max_steps": 3, "base": root / "base"})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 2.0)
+    tok = AutoTokenizer.from_pretrained(root / "base")
+    prompt = "What is the capital of France?"
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    want = []
+    with torch.no_grad():
+        for _ in range(6):
+            token = int(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1]
+                        .argmax())
+            if token == tok.eos_token_id:
+                break
+            want.append(token)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    eval_params = evaluate.EvalParams(batch_size=4, max_new_tokens=6, max_test_examples=0,
+                                      general_suite=())
+    got = evaluate.complete(model, tok, [prompt], 6, eval_params)  # what evaluate decodes
+    assert got == [tok.decode(want, skip_special_tokens=True).strip()]
+
+
+def test_method_blocks_are_validated_before_loading() -> None:
+    section = {**TINY_PARAMS["train_adapter"], "method": "prompt_tuning",
+               "prompt_tuning": {"num_virtual_tokens": 0}}
+    with pytest.raises(ConfigError, match=r"train_adapter\.prompt_tuning\.num_virtual_tokens "
+                                          r"must be a positive integer"):
+        train_adapter.parse_params(section)
