@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run test lint compare
+.PHONY: install run test lint compare gpu-check
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test: install
 # Every PEFT method on the same mixture, one dvc experiment each, then reports/methods.md.
 compare: install
 	$(PY) -m stages.compare_methods --set train_adapter.max_steps=20 --set evaluate.max_test_examples=20
+
+# GPU checks (QLoRA with bitsandbytes on CUDA, bf16 compute, merge); skipped without CUDA.
+gpu-check: install
+	$(PY) -m pytest -q -m gpu tests/test_gpu.py
 
 lint: install
 	$(VENV)/bin/ruff check stages tests

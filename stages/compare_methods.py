@@ -10,6 +10,9 @@ general score, forgetting) and a learning-vs-forgetting scatter.
 
 Run:    python -m stages.compare_methods --set train_adapter.max_steps=20
         python -m stages.compare_methods --collect-only     # tables from runs already made
+
+Like `dvc exp run`, it leaves the last experiment applied to the workspace; run it in a
+clean clone, or return with `git checkout params.yaml dvc.lock reports && dvc checkout`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +37,16 @@ LEARNING_RATES = {
     "prompt_tuning": 3e-2, "p_tuning": 1e-2, "prefix_tuning": 1e-2, "llama_adapter": 1e-2,
     "full": 5e-5,
 }
-COLUMNS = [  # (header, MLflow metric, format)
-    ("trainable params", "train.trainable_params", "{:,.0f}"),
-    ("adapter MB", "train.adapter_mb", "{:.2f}"),
-    ("train s", "train.train_seconds", "{:.0f}"),
-    ("peak MB", "train.peak_memory_mb", "{:.0f}"),
-    ("tokens/s", "train.tokens_per_s", "{:.0f}"),
-    ("task gain (pts)", "forgetting.mean_gain", "{:+.1%}"),
-    ("general acc", "eval.tuned.general_mean_acc", "{:.1%}"),
-    ("forgetting (pts)", "forgetting.mean_retained_difference", "{:+.1%}"),
+COLUMNS: list[tuple[str, str, Callable[[float], str]]] = [  # header, MLflow metric, format
+    ("trainable params", "train.trainable_params", "{:,.0f}".format),
+    ("adapter MB", "train.adapter_mb", "{:.2f}".format),
+    ("train s", "train.train_seconds", "{:.0f}".format),
+    ("peak MB", "train.peak_memory_mb", "{:.0f}".format),
+    ("tokens/s", "train.tokens_per_s", "{:.0f}".format),
+    ("task gain (points)", "forgetting.mean_gain", lambda x: f"{100 * x:+.1f}"),
+    ("general acc (%)", "eval.tuned.general_mean_acc", lambda x: f"{100 * x:.1f}"),
+    ("change elsewhere (points)", "forgetting.mean_retained_difference",
+     lambda x: f"{100 * x:+.1f}"),
 ]
 
 
@@ -49,7 +54,8 @@ def sweep(methods: list[str], experiment: str, sets: list[str]) -> None:
     for method in methods:
         args = ["dvc", "exp", "run", "-S", f"train_adapter.method={method}",
                 "-S", f"tracking.experiment={experiment}",
-                "-S", f"train_adapter.learning_rate={LEARNING_RATES[method]}"]
+                # "5.0e-05", not "5e-05": YAML 1.1 (PyYAML) reads the latter as text.
+                "-S", f"train_adapter.learning_rate={LEARNING_RATES[method]:.1e}"]
         for item in sets:
             args += ["-S", item]
         print(f"compare_methods: {' '.join(args)}", flush=True)
@@ -75,12 +81,18 @@ def collect(experiment: str, since_ms: int = 0) -> dict[str, Any]:
     return latest
 
 
+def base_general(runs: dict[str, Any]) -> str:
+    values = {round(100 * r.data.metrics["eval.base.general_mean_acc"], 1)
+              for r in runs.values() if "eval.base.general_mean_acc" in r.data.metrics}
+    return ", ".join(f"{v:.1f}%" for v in sorted(values)) or "n/a"
+
+
 def table(runs: dict[str, Any]) -> str:
     header = "| method | merges | " + " | ".join(c[0] for c in COLUMNS) + " |"
     lines = [header, "|---|---|" + "---:|" * len(COLUMNS)]
     for method in [m for m in METHODS if m in runs]:
         metrics = runs[method].data.metrics
-        cells = [fmt.format(metrics[key]) if key in metrics else "n/a" for _, key, fmt in COLUMNS]
+        cells = [fmt(metrics[key]) if key in metrics else "n/a" for _, key, fmt in COLUMNS]
         merge = METHODS[method].merge
         lines.append(f"| {method} | {'no' if merge == 'keep' else 'yes'} | "
                      + " | ".join(cells) + " |")
@@ -117,7 +129,7 @@ def main() -> None:
                         help="extra params for every run, as for dvc exp run -S")
     parser.add_argument("--collect-only", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("reports/methods.md"))
-    parser.add_argument("--plot", type=Path, default=Path("reports/figures/methods.png"))
+    parser.add_argument("--plot", type=Path, default=Path("reports/methods.png"))
     a = parser.parse_args()
     unknown = [m for m in a.methods if m not in METHODS]
     if unknown:
@@ -133,8 +145,10 @@ def main() -> None:
         f"Same mixture and evaluation for every method; {settings}; learning rate per method "
         "from `stages/compare_methods.py` (LEARNING_RATES). One DVC experiment and one MLflow "
         f"run (experiment `{a.experiment}`) per method.", "", table(runs), "",
-        "Task gain: mean change on the trained tasks. Forgetting: mean change on everything "
-        "else (untrained tasks and the general suite); negative is forgetting.", "",
+        "Task gain: mean change on the trained tasks, in points. Change elsewhere: mean change "
+        "on everything else (untrained tasks and the general suite); negative is forgetting. "
+        "General acc: the tuned model's mean accuracy on the general suite (base: "
+        f"{base_general(runs)}).", "",
         f"![learning vs forgetting]({a.plot.relative_to(a.out.parent)})", ""]))
     print(f"compare_methods: {len(runs)} methods -> {a.out}, {a.plot}")
 

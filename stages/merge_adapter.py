@@ -59,8 +59,9 @@ class MergeMismatch(RuntimeError):
 def probe_logits(model: Any, batch: dict[str, Any]) -> Any:
     import torch
 
+    device = next(model.parameters()).device  # a 4-bit base sits on the GPU when there is one
     with torch.no_grad():
-        logits = model(**batch).logits
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
     return logits.masked_fill(batch["attention_mask"][..., None] == 0, 0.0)
 
 

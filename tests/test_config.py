@@ -40,6 +40,19 @@ def test_wrong_type_names_key_and_expected_type() -> None:
         parse_params(train_section(max_steps="ten"))
 
 
+def test_exponents_read_as_dvc_writes_them(tmp_path) -> None:
+    # `dvc exp run -S train_adapter.learning_rate=5e-5` writes 5e-05 (YAML 1.2: a number);
+    # plain PyYAML would read it as text.
+    (tmp_path / "params.yaml").write_text("a: 5e-05\nb: 1.0e-3\nc: 3\nd: '5e-05'\n")
+    assert load_params(tmp_path / "params.yaml") == {"a": 5e-05, "b": 1e-3, "c": 3, "d": "5e-05"}
+
+
+def test_numeric_text_for_a_number_gets_the_fix() -> None:
+    with pytest.raises(ConfigError, match=r"train_adapter\.learning_rate must be a number, got "
+                                          r"the text '5e-5'.*write 5\.0e-05"):
+        parse_params(train_section(learning_rate="5e-5"))
+
+
 def test_bool_is_not_an_integer() -> None:
     with pytest.raises(ConfigError, match=r"train_adapter\.batch_size must be an integer"):
         parse_params(train_section(batch_size=True))

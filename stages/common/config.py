@@ -9,6 +9,7 @@ full dotted key (`train_adapter.lora.r`) and what was expected, before any model
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,22 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 T = TypeVar("T")
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where `5e-05` is text; DVC writes params (`dvc exp run -S`)
+    with ruamel in YAML 1.2, where it is a number. Read numbers as DVC writes them."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
 
 
 class ConfigError(ValueError):
@@ -32,7 +49,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{path} not found: run from the repository root (where dvc.yaml is)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_Yaml12Loader) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
@@ -64,6 +81,14 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -107,6 +132,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise wrong
         return value
     if tp is float:
+        if isinstance(value, str) and _looks_numeric(value):
+            raise ConfigError(f"{where} must be a number, got the text {value!r} (quoted in "
+                              f"the YAML?); write {float(value):.1e}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise wrong
         return float(value)
