@@ -18,13 +18,13 @@ general suite by multiple-choice log-likelihood, as lm-evaluation-harness does.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stages.common import tracking
 from stages.common.artifacts import Timer, read_json, read_jsonl, write_json, write_jsonl
-from stages.common.benchmarks import BENCHMARKS, GENERAL_PROMPTS
+from stages.common.benchmarks import BENCHMARKS, GENERAL_PROMPTS, FileBenchmark, suite
 from stages.common.cli import run_stage
 from stages.common.config import DataError, build, load_params, require, section
 from stages.common.scoring import METRICS, generate, generate_uncached, multiple_choice
@@ -38,6 +38,7 @@ class EvalParams:
     max_new_tokens: int  # generation budget per answer
     max_test_examples: int  # cap per task test split; 0 = all
     general_suite: tuple[str, ...]  # built-in benchmark names
+    files: dict[str, FileBenchmark] = field(default_factory=dict)  # name -> file benchmark
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "must be a positive integer")
@@ -77,8 +78,7 @@ def score_tasks(model: Any, tokenizer: Any, tests: dict[str, list[dict]],
 
 def score_general(model: Any, tokenizer: Any, p: EvalParams) -> tuple[dict[str, Any], list[dict]]:
     scores, rows = {}, []
-    for name in p.general_suite:
-        items = BENCHMARKS[name]()
+    for name, items in suite(p.general_suite, p.files).items():
         results = multiple_choice(model, tokenizer, items, p.batch_size)
         scores[name] = {
             "acc": round(sum(r["acc"] for r in results) / len(results), 4),

@@ -34,7 +34,7 @@ from stages.common.artifacts import (
     write_jsonl,
 )
 from stages.common.batches import encode
-from stages.common.benchmarks import BENCHMARKS, question_of
+from stages.common.benchmarks import BENCHMARKS, FileBenchmark, question_of, suite
 from stages.common.cli import run_stage
 from stages.common.config import ConfigError, DataError, build, load_params, require, section
 from stages.common.hygiene import contamination
@@ -134,16 +134,17 @@ def mix(train: dict[str, list[dict]], val: dict[str, list[dict]], p: MixParams,
     return mixed_train, mixed_val, summary
 
 
-def evaluation_sets(formatted: Path, tasks: dict[str, dict], suite: list[str]
-                    ) -> dict[str, list[str]]:
+def evaluation_sets(formatted: Path, tasks: dict[str, dict], names: list[str],
+                    files: dict[str, FileBenchmark]) -> dict[str, list[str]]:
     """Every text the pipeline evaluates on: task test questions and benchmark questions."""
     sets = {f"task:{t}": [r["instruction"] for r in read_jsonl(formatted / t / "test.jsonl")]
             for t, info in tasks.items() if info.get("evaluate", True)}
-    for name in suite:
+    for name in names:
         if name not in BENCHMARKS:
             raise ConfigError(f"evaluate.general_suite names unknown benchmark {name!r}; "
                               f"choose from {', '.join(BENCHMARKS)}")
-        sets[f"general:{name}"] = [question_of(item) for item in BENCHMARKS[name]()]
+    for name, items in suite(names, files).items():
+        sets[f"general:{name}"] = [question_of(item) for item in items]
     return sets
 
 
@@ -151,7 +152,10 @@ def main(formatted: Path, base: Path, out: Path, metrics: Path,
          params_file: Path = Path("params.yaml")) -> None:
     params = load_params(params_file)
     p = build(MixParams, section(params, "mix_tasks"), "mix_tasks")
-    suite = list(section(params, "evaluate").get("general_suite") or [])
+    evaluation = section(params, "evaluate")
+    names = list(evaluation.get("general_suite") or [])
+    files = {name: build(FileBenchmark, spec, f"evaluate.files.{name}")
+             for name, spec in (evaluation.get("files") or {}).items()}
     infos = {d.name: read_json(d / "run_info.json") for d in sorted(formatted.iterdir())
              if (d / "run_info.json").exists()}
     for task in [*p.weights, *p.caps, *([p.replay.task] if p.replay.task else [])]:
@@ -173,7 +177,7 @@ def main(formatted: Path, base: Path, out: Path, metrics: Path,
                                           lambda r: len(encode(r, tokenizer)["input_ids"]))
     checked = contamination(
         [f"{r['instruction']} {r['completion']}" for r in mixed_train],
-        evaluation_sets(formatted, infos, suite),
+        evaluation_sets(formatted, infos, names, files),
         p.contamination.ngram, p.contamination.item_threshold)
     summary["contamination"] = checked
     worst = max(checked.items(), key=lambda kv: kv[1]["share"])

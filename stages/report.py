@@ -22,20 +22,61 @@ import argparse
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from stages.common import tracking
 from stages.common.artifacts import atomic_dir, read_json, read_jsonl, write_json, write_text
 from stages.common.cli import run_stage
-from stages.common.config import build, load_params, require, section
+from stages.common.config import DataError, build, load_params, require, section
 
 
 @dataclass(frozen=True)
 class ReportParams:
     samples: int  # general prompts shown side by side, before and after
+    bootstrap: int = 1000  # paired bootstrap resamples for the 95% intervals (0 = none)
+    seed: int = 0  # bootstrap seed
+    max_forgetting: float = 0.10  # mean drop elsewhere (fraction) that marks a run
+    on_forgetting: Literal["warn", "fail"] = "warn"  # past max_forgetting: warn, or fail
 
     def __post_init__(self) -> None:
         require(self.samples >= 0, "samples", "must be >= 0")
+        require(self.bootstrap >= 0, "bootstrap", "must be >= 0")
+        require(0 <= self.max_forgetting <= 1, "max_forgetting", "must be in [0, 1]")
+
+
+class ForgettingTooMuch(DataError):
+    """The tuned model lost more than report.max_forgetting elsewhere (on_forgetting: fail)."""
+
+
+def item_scores(predictions: list[dict]) -> dict[str, dict[str, float]]:
+    """benchmark -> item id -> 1/0: task rows by their metric, general rows by acc."""
+    out: dict[str, dict[str, float]] = {}
+    for r in predictions:
+        if r["kind"] in ("task", "general"):
+            value = r["correct"] if r["kind"] == "task" else r["acc"]
+            out.setdefault(r["task"], {})[r["id"]] = float(value)
+    return out
+
+
+def bootstrap(base: dict[str, dict], tuned: dict[str, dict], p: ReportParams
+              ) -> dict[str, dict[str, list[float]]]:
+    """Paired percentile bootstrap over items: 95% intervals of base, tuned, difference."""
+    import numpy as np
+
+    rng = np.random.default_rng(p.seed)
+    intervals = {}
+    for name, items in base.items():
+        ids = sorted(set(items) & set(tuned.get(name, {})))
+        if not ids or not p.bootstrap:
+            continue
+        b = np.array([items[i] for i in ids])
+        t = np.array([tuned[name][i] for i in ids])
+        idx = rng.integers(0, len(ids), size=(p.bootstrap, len(ids)))
+        def ci(x: Any) -> list[float]:
+            return [round(float(v), 4) for v in np.percentile(x, [2.5, 97.5])]
+        intervals[name] = {"base_ci": ci(b[idx].mean(1)), "tuned_ci": ci(t[idx].mean(1)),
+                           "difference_ci": ci((t[idx] - b[idx]).mean(1))}
+    return intervals
 
 
 def compare(base: dict[str, Any], tuned: dict[str, Any], trained: set[str]) -> dict[str, Any]:
@@ -74,15 +115,22 @@ def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
              f"Mean gain on trained tasks: **{_pct(result['mean_gain'])} points**. "
              f"Mean change elsewhere: **{_pct(result['mean_retained_difference'])} points** "
              f"(mean retention {_pct(result['mean_retention'])}%).", "",
-             "| benchmark | kind | measure | base | tuned | difference | retention |",
+             "| benchmark | kind | measure | base | tuned | difference (95% CI) | retention |",
              "|---|---|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
         retention = ("n/a" if r["retention"] is None else f"{100 * r['retention']:.0f}%") \
             if r["kind"] != "trained task" else "—"
+        ci = r.get("difference_ci")
+        interval = f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else ""
         lines.append(f"| {r['benchmark']} | {r['kind']} | {r['measure']} | {_pct(r['base'])} | "
-                     f"{_pct(r['tuned'])} | {100 * r['difference']:+.1f} | {retention} |")
-    lines += ["", "Scores in percent; difference in points. Retention = tuned / base, shown for "
-              "what the model should keep (n/a when the base scores 0).", ""]
+                     f"{_pct(r['tuned'])} | {100 * r['difference']:+.1f}{interval} | "
+                     f"{retention} |")
+    lines += ["", "Scores in percent; difference in points, with its paired bootstrap 95% "
+              "interval over items. Retention = tuned / base, shown for what the model should "
+              "keep (n/a when the base scores 0).", ""]
+    if result.get("forgetting_too_much"):
+        lines += [f"**Forgetting too much:** the mean change elsewhere is below "
+                  f"-{_pct(result['max_forgetting'])} points (report.max_forgetting).", ""]
     lines += [f"![{Path(f).stem}]({f})" for f in figures]
     if train:
         lines += ["", "## Training", "",
@@ -138,11 +186,24 @@ def main(a: argparse.Namespace) -> None:
     base, tuned = read_json(a.base_eval / "scores.json"), read_json(a.tuned_eval / "scores.json")
     trained = set(read_json(a.mix)["tasks"])
     result = compare(base, tuned, trained)
+    base_rows = read_jsonl(a.base_eval / "predictions.jsonl")
+    tuned_rows = read_jsonl(a.tuned_eval / "predictions.jsonl")
+    intervals = bootstrap(item_scores(base_rows), item_scores(tuned_rows), p)
+    for row in result["rows"]:
+        row.update(intervals.get(row["benchmark"], {}))
+    dropped = result["mean_retained_difference"]
+    result["max_forgetting"] = p.max_forgetting
+    result["forgetting_too_much"] = dropped is not None and dropped < -p.max_forgetting
+    if result["forgetting_too_much"]:
+        message = (f"the tuned model lost {_pct(-dropped)} points on average where it was not "
+                   f"trained, more than report.max_forgetting={p.max_forgetting}")
+        if p.on_forgetting == "fail":
+            raise ForgettingTooMuch(message + "; nothing was written (on_forgetting: fail)")
+        print(f"warning: {message}")
     with open(a.curve) as fh:
         curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-    before = {r["id"]: r for r in read_jsonl(a.base_eval / "predictions.jsonl")
-              if r["kind"] == "sample"}
-    after = [r for r in read_jsonl(a.tuned_eval / "predictions.jsonl") if r["kind"] == "sample"]
+    before = {r["id"]: r for r in base_rows if r["kind"] == "sample"}
+    after = [r for r in tuned_rows if r["kind"] == "sample"]
     samples = [(r["instruction"], before[r["id"]]["prediction"], r["prediction"])
                for r in after[: p.samples]]
     adapter_info = read_json(a.adapter / "run_info.json")
@@ -156,7 +217,7 @@ def main(a: argparse.Namespace) -> None:
     run_id = tracking.reopen(tp, adapter_info.get("mlflow_run_id"))
     tracking.log_metrics(tp, run_id, {
         "eval.base": {k: v for k, v in base.items() if k != "model"},
-        "forgetting": {k: v for k, v in result.items() if k != "rows"},
+        "forgetting": {k: v for k, v in result.items() if k not in ("rows", "max_forgetting")},
         "forgetting.difference": {r["benchmark"]: r["difference"] for r in result["rows"]},
     })
     tracking.log_artifacts(tp, run_id, [a.markdown, a.figures, a.metrics], "report")

@@ -92,8 +92,9 @@ TINY_PARAMS = {
     "merge_adapter": {"probe_examples": 4, "tolerance": {"float32": 1.0e-4},
                       "qlora_base": "dequantized"},
     "evaluate": {"batch_size": 8, "max_new_tokens": 4, "max_test_examples": 0,
-                 "general_suite": ["capitals", "opposites"]},
-    "report": {"samples": 3},
+                 "general_suite": ["capitals", "opposites"], "files": {}},
+    "report": {"samples": 3, "bootstrap": 200, "seed": 0, "max_forgetting": 0.1,
+               "on_forgetting": "warn"},
     "tracking": {"uri": "", "experiment": "tests", "enabled": True},
 }
 

@@ -16,6 +16,13 @@ from typing import Any
 import torch
 
 
+def progress(items: Any, desc: str) -> Any:
+    """A progress bar on stderr, refreshed at most every 5 s so DVC's log stays short."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, mininterval=5, leave=False)
+
+
 def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
     spaces = len(context) - len(context.rstrip())
     if spaces:
@@ -33,7 +40,7 @@ def loglikelihoods(model: Any, tokenizer: Any, pairs: list[tuple[str, str]],
     order = sorted(range(len(encoded)), key=lambda i: -sum(map(len, encoded[i])))
     scores = [0.0] * len(encoded)
     device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
+    for start in progress(range(0, len(order), batch_size), "log-likelihood batches"):
         idx = order[start : start + batch_size]
         seqs = [(encoded[i][0] + encoded[i][1])[:-1] for i in idx]
         width = max(map(len, seqs))
@@ -78,7 +85,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     device = next(model.parameters()).device
     outputs = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    for start in range(0, len(order), batch_size):
+    for start in progress(range(0, len(order), batch_size), "generation batches"):
         idx = order[start : start + batch_size]
         batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                           add_special_tokens=False).to(device)
@@ -103,7 +110,7 @@ def generate_uncached(model: Any, tokenizer: Any, prompts: list[str],
     training and log-likelihood scoring use. No padding, so no position shifts either."""
     device = next(model.parameters()).device
     outputs = []
-    for prompt in prompts:
+    for prompt in progress(prompts, "generation (uncached)"):
         ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
         start = ids.shape[1]
         for _ in range(max_new_tokens):

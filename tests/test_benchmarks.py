@@ -1,0 +1,78 @@
+"""General benchmarks from files, and agreement with lm-evaluation-harness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stages.common.benchmarks import BENCHMARKS, FileBenchmark, load_file_benchmark, question_of
+from stages.common.config import DataError
+from stages.common.scoring import multiple_choice
+
+
+def test_mc_jsonl_piqa_and_mmlu_files(tmp_path: Path) -> None:
+    (tmp_path / "mc.jsonl").write_text(json.dumps(
+        {"question": "Sky colour?", "choices": ["blue", "green"], "answer": 0}) + "\n")
+    assert load_file_benchmark(FileBenchmark("mc_jsonl", str(tmp_path / "mc.jsonl"))) == [
+        {"context": "Question: Sky colour?\nAnswer:", "choices": ["blue", "green"], "answer": 0}]
+    (tmp_path / "piqa.jsonl").write_text(json.dumps(
+        {"goal": "Open a jar", "sol1": "Twist the lid", "sol2": "Eat the lid"}) + "\n")
+    (tmp_path / "labels.lst").write_text("0\n")
+    piqa = load_file_benchmark(FileBenchmark("piqa", str(tmp_path / "piqa.jsonl"),
+                                             labels=str(tmp_path / "labels.lst")))
+    assert piqa == [{"context": "Question: Open a jar\nAnswer:",
+                     "choices": ["Twist the lid", "Eat the lid"], "answer": 0}]
+    (tmp_path / "mmlu.csv").write_text("What is 2+2?,3,4,5,6,B\n")
+    mmlu = load_file_benchmark(FileBenchmark("mmlu_csv", str(tmp_path / "mmlu.csv")))
+    assert mmlu == [{"context": "What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:",
+                     "choices": ["A", "B", "C", "D"], "answer": 1}]
+
+
+def test_bad_benchmark_files_name_the_line(tmp_path: Path) -> None:
+    (tmp_path / "mc.jsonl").write_text('{"question": "q", "choices": ["a"], "answer": 0}\n'
+                                       '{"question": "q", "choices": ["a"], "answer": 3}\n')
+    with pytest.raises(DataError, match=r"mc\.jsonl:2: answer 3 is not an index"):
+        load_file_benchmark(FileBenchmark("mc_jsonl", str(tmp_path / "mc.jsonl")))
+    (tmp_path / "p.jsonl").write_text('{"goal": "g", "sol1": "a", "sol2": "b"}\n')
+    (tmp_path / "l.lst").write_text("0\n1\n")
+    with pytest.raises(DataError, match=r"1 questions but .*l\.lst has 2 labels"):
+        load_file_benchmark(FileBenchmark("piqa", str(tmp_path / "p.jsonl"),
+                                          labels=str(tmp_path / "l.lst")))
+
+
+def test_scores_agree_with_lm_evaluation_harness(tmp_path: Path, tiny_model: Path) -> None:
+    """The same local multiple-choice file, the same model: lm-eval's Python API and our
+    evaluator must give the same acc and acc_norm, item by item."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    items = BENCHMARKS["capitals"]() + BENCHMARKS["facts"]() + BENCHMARKS["opposites"]()
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"question": question_of(it), "choices": it["choices"],
+                                        "answer": it["answer"]}) + "\n" for it in items))
+    # lm-eval renders the question itself, from its own task definition.
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "forgetful_mc.yaml").write_text(
+        "task: forgetful_mc\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
+        'doc_to_choice: "{{choices}}"\ndoc_to_target: answer\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    result = lm_eval.simple_evaluate(
+        model=HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8), tasks=["forgetful_mc"],
+        task_manager=TaskManager(include_path=str(tmp_path / "tasks")), log_samples=True)
+    theirs = sorted(result["samples"]["forgetful_mc"], key=lambda s: s["doc_id"])
+    ours = multiple_choice(model, tokenizer, load_file_benchmark(
+        FileBenchmark("mc_jsonl", str(data))), batch_size=8)
+    assert [(s["acc"], s["acc_norm"]) for s in theirs] == [(o["acc"], o["acc_norm"])
+                                                          for o in ours]
+    summary = result["results"]["forgetful_mc"]
+    assert summary["acc,none"] == pytest.approx(sum(o["acc"] for o in ours) / len(ours))
+    assert summary["acc_norm,none"] == pytest.approx(sum(o["acc_norm"] for o in ours) / len(ours))

@@ -1,0 +1,70 @@
+"""report: paired bootstrap intervals and the forgetting gate, on hand-made evaluations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from stages import report
+from stages.common.artifacts import write_json, write_jsonl
+from tests.conftest import TINY_PARAMS, write_params
+
+
+def fake_eval(folder: Path, sentiment: list[int], capitals: list[int]) -> None:
+    rows = [{"kind": "task", "task": "sentiment", "id": f"s{i}", "correct": bool(c)}
+            for i, c in enumerate(sentiment)]
+    rows += [{"kind": "general", "task": "capitals", "id": f"c{i}", "acc": c, "acc_norm": c}
+             for i, c in enumerate(capitals)]
+    rows += [{"kind": "sample", "id": "sample-0", "instruction": "Hi", "prediction": "Hello"}]
+    write_jsonl(folder / "predictions.jsonl", rows)
+    write_json(folder / "scores.json", {
+        "tasks": {"sentiment": {"metric": "exact_match", "score": sum(sentiment) / len(sentiment),
+                                "n": len(sentiment)}},
+        "general": {"capitals": {"acc": sum(capitals) / len(capitals), "n": len(capitals)}}})
+
+
+def run(tmp_path: Path, tuned_capitals: list[int], **report_params: object) -> argparse.Namespace:
+    fake_eval(tmp_path / "base", [0] * 20, [1] * 20)
+    fake_eval(tmp_path / "tuned", [1] * 20, tuned_capitals)
+    write_json(tmp_path / "mix.json", {"tasks": {"sentiment": {}}})
+    (tmp_path / "curve.csv").write_text("step,loss,learning_rate,tokens_per_s\n1,2.0,0.1,10\n")
+    write_json(tmp_path / "adapter" / "run_info.json", {"metrics": {}})
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["report"].update(report_params)
+    params["tracking"]["enabled"] = False
+    a = argparse.Namespace(
+        params=write_params(tmp_path / "p.yaml", params), base_eval=tmp_path / "base",
+        tuned_eval=tmp_path / "tuned", mix=tmp_path / "mix.json", curve=tmp_path / "curve.csv",
+        adapter=tmp_path / "adapter", markdown=tmp_path / "r/forgetting.md",
+        figures=tmp_path / "r/figures", metrics=tmp_path / "r/forgetting.json",
+        plot=tmp_path / "r/forgetting.csv")
+    report.main(a)
+    return a
+
+
+def test_bootstrap_intervals_bracket_the_difference(tmp_path: Path) -> None:
+    a = run(tmp_path, [1] * 15 + [0] * 5)
+    rows = {r["benchmark"]: r for r in json.loads(a.metrics.read_text())["rows"]}
+    cap = rows["capitals"]
+    assert cap["difference"] == -0.25
+    low, high = cap["difference_ci"]
+    assert low < -0.25 < high and high <= 0  # every resample loses, none gains
+    assert rows["sentiment"]["difference_ci"] == [1.0, 1.0]  # 0 -> 1 on every item
+    assert "| capitals | general | acc | 100.0 | 75.0 | -25.0 [" in a.markdown.read_text()
+    again = run(tmp_path, [1] * 15 + [0] * 5)
+    assert json.loads(again.metrics.read_text()) == json.loads(a.metrics.read_text())  # seeded
+
+
+def test_forgetting_gate_warns_or_fails(tmp_path: Path, capsys) -> None:
+    a = run(tmp_path, [1] * 10 + [0] * 10, max_forgetting=0.2, on_forgetting="warn")
+    assert json.loads(a.metrics.read_text())["forgetting_too_much"] is True
+    assert "warning: the tuned model lost 50.0 points" in capsys.readouterr().out
+    assert "**Forgetting too much:**" in a.markdown.read_text()
+    fresh = tmp_path / "again"
+    fresh.mkdir()
+    with pytest.raises(report.ForgettingTooMuch, match=r"lost 50\.0 points .*nothing was written"):
+        run(fresh, [1] * 10 + [0] * 10, max_forgetting=0.2, on_forgetting="fail")
+    assert not (fresh / "r").exists()
