@@ -3,8 +3,10 @@
 Deps:   this module, stages/common (scoring, benchmarks), the model folder, data/formatted.
 Params: evaluate.*, format_data.template (renders the sample prompts), format_data.tasks
         (which tasks are evaluated).
-Outs:   <predictions> (every prompt, target, prediction, correctness: JSON lines) and
-        metrics <scores> (per task score, per benchmark acc / acc_norm, their means).
+Outs:   <predictions> (every prompt, target, prediction, correctness; each text
+        document's log-likelihood; the answers to the general prompts: JSON lines) and
+        metrics <scores> (per task score, per benchmark acc / acc_norm, their means, and
+        per text corpus the mean NLL per token, perplexity and bits per byte).
 Run:    python -m stages.evaluate --name base --model models/base \
             --formatted data/formatted --scores reports/eval/base/scores.json \
             --predictions reports/eval/base/predictions.jsonl
@@ -12,7 +14,8 @@ Run:    python -m stages.evaluate --name base --model models/base \
 dvc.yaml runs it once for the base model and once for the tuned (merged) model, as two
 instances, so the base's scores stay in DVC's cache across experiments that change only
 training. Task test splits are scored by greedy generation and the task's metric; the
-general suite by multiple-choice log-likelihood, as lm-evaluation-harness does.
+general suite by multiple-choice log-likelihood, as lm-evaluation-harness does; plain
+text by rolling-window log-likelihood, as its `loglikelihood_rolling` does.
 """
 
 from __future__ import annotations
@@ -24,10 +27,25 @@ from typing import Any
 
 from stages.common import tracking
 from stages.common.artifacts import Timer, read_json, read_jsonl, write_json, write_jsonl
-from stages.common.benchmarks import BENCHMARKS, GENERAL_PROMPTS, FileBenchmark, suite
+from stages.common.benchmarks import (
+    BENCHMARKS,
+    GENERAL_PROMPTS,
+    TEXTS,
+    FileBenchmark,
+    TextBenchmark,
+    suite,
+    text_suite,
+)
 from stages.common.cli import run_stage
 from stages.common.config import DataError, build, load_params, require, section
-from stages.common.scoring import METRICS, generate, generate_uncached, multiple_choice
+from stages.common.scoring import (
+    METRICS,
+    generate,
+    generate_uncached,
+    load_for_eval,
+    multiple_choice,
+    text_loglikelihoods,
+)
 from stages.common.sources import parse_task
 from stages.common.templates import prompt_of
 
@@ -39,6 +57,13 @@ class EvalParams:
     max_test_examples: int  # cap per task test split; 0 = all
     general_suite: tuple[str, ...]  # built-in benchmark names
     files: dict[str, FileBenchmark] = field(default_factory=dict)  # name -> file benchmark
+    text_suite: tuple[str, ...] = ("prose",)  # built-in plain-text corpora (loss on text)
+    text_files: dict[str, TextBenchmark] = field(default_factory=dict)  # name -> text file
+    text_window: int = 256  # tokens per rolling window when scoring plain text
+    sample_tokens: int = 32  # answer length for the general prompts (samples, drift)
+    lm_eval_tasks: tuple[str, ...] = ()  # lm-evaluation-harness task names (optional dep)
+    lm_eval_include: str = ""  # folder of extra lm-eval task YAMLs (e.g. over local files)
+    lm_eval_limit: int = 0  # first N documents per lm-eval task (0 = all)
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "must be a positive integer")
@@ -47,6 +72,12 @@ class EvalParams:
         for name in self.general_suite:
             require(name in BENCHMARKS, "general_suite",
                     f"names unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+        for name in self.text_suite:
+            require(name in TEXTS, "text_suite",
+                    f"names unknown text corpus {name!r}; choose from {', '.join(TEXTS)}")
+        require(self.text_window > 1, "text_window", "must be an integer > 1 (tokens)")
+        require(self.sample_tokens > 0, "sample_tokens", "must be a positive integer")
+        require(self.lm_eval_limit >= 0, "lm_eval_limit", "must be >= 0")
 
 
 def complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
@@ -91,6 +122,28 @@ def score_general(model: Any, tokenizer: Any, p: EvalParams) -> tuple[dict[str, 
     return scores, rows
 
 
+def score_texts(model: Any, tokenizer: Any, p: EvalParams
+                ) -> tuple[dict[str, Any], list[dict]]:
+    """Loss on plain text: per corpus the token-weighted mean NLL (nats per token), its
+    perplexity, and bits per byte (lm-eval's definition, comparable across tokenizers)."""
+    import math
+
+    scores, rows = {}, []
+    for name, docs in text_suite(p.text_suite, p.text_files).items():
+        results = text_loglikelihoods(model, tokenizer, docs, p.text_window, p.batch_size)
+        nll = -sum(ll for ll, _ in results)
+        tokens = sum(n for _, n in results)
+        nbytes = sum(len(d.encode("utf-8")) for d in docs)
+        scores[name] = {"nll": round(nll / tokens, 4),
+                        "perplexity": round(math.exp(nll / tokens), 3),
+                        "bits_per_byte": round(nll / nbytes / math.log(2), 4),
+                        "tokens": tokens, "documents": len(docs)}
+        rows += [{"kind": "text", "task": name, "id": f"{name}-{i}", "loglikelihood": ll,
+                  "tokens": n, "bytes": len(d.encode("utf-8"))}
+                 for i, ((ll, n), d) in enumerate(zip(results, docs, strict=True))]
+    return scores, rows
+
+
 def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predictions_path: Path,
          params_file: Path = Path("params.yaml")) -> None:
     params = load_params(params_file)
@@ -107,34 +160,35 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
                             f"examples (format_data.tasks.{task}.n_test)")
         tests[task] = records[: p.max_test_examples] if p.max_test_examples else records
     timer = Timer()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model_info = read_json(model_dir / "run_info.json")
-    if (model_dir / "adapter_config.json").exists():  # a method that cannot merge
-        from peft import PeftModel
-
-        base = AutoModelForCausalLM.from_pretrained(model_info["base_path"], dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, model_dir).eval()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model, tokenizer = load_for_eval(model_dir)
     task_scores, task_rows = score_tasks(model, tokenizer, tests, p)
     general_scores, general_rows = score_general(model, tokenizer, p)
-    samples = complete(model, tokenizer,
-                       [prompt_of(fmt["template"], q, tokenizer) for q in GENERAL_PROMPTS],
-                       p.max_new_tokens * 2, p)
-    sample_rows = [{"kind": "sample", "id": f"sample-{i}", "instruction": q, "prediction": s}
-                   for i, (q, s) in enumerate(zip(GENERAL_PROMPTS, samples, strict=True))]
+    if p.lm_eval_tasks:
+        from stages.common.harness import run_tasks
+
+        harness_scores, harness_rows = run_tasks(model, tokenizer, p.lm_eval_tasks,
+                                                 p.lm_eval_include, p.lm_eval_limit,
+                                                 p.batch_size)
+        general_scores.update(harness_scores)
+        general_rows += harness_rows
+    text_scores, text_rows = score_texts(model, tokenizer, p)
+    prompts = [prompt_of(fmt["template"], q, tokenizer) for q in GENERAL_PROMPTS]
+    samples = complete(model, tokenizer, prompts, p.sample_tokens, p)
+    sample_rows = [{"kind": "sample", "id": f"sample-{i}", "instruction": q, "prompt": prompt,
+                    "prediction": s}
+                   for i, (q, prompt, s) in enumerate(zip(GENERAL_PROMPTS, prompts, samples,
+                                                          strict=True))]
     scores = {
         "model": name,
         "tasks": task_scores,
         "general": general_scores,
         "general_mean_acc": round(
             sum(s["acc"] for s in general_scores.values()) / max(len(general_scores), 1), 4),
+        "text": text_scores,
         "seconds": timer.seconds,
     }
-    write_jsonl(predictions_path, task_rows + general_rows + sample_rows)
+    write_jsonl(predictions_path, task_rows + general_rows + text_rows + sample_rows)
     write_json(scores_path, scores)
     run_id = tracking.reopen(tp, model_info.get("mlflow_run_id"))
     tracking.log_metrics(tp, run_id, {f"eval.{name}": {k: v for k, v in scores.items()

@@ -1,7 +1,9 @@
 """Stage report: what the tuned model learned and what it forgot, base vs tuned.
 
-Deps:   this module, both evaluations (scores and predictions), the mixture's composition
-        (which tasks were trained), the training curve, the adapter's run_info (MLflow run).
+Deps:   this module, both evaluations (scores and predictions), the drift measurement, the
+        mixture's composition (which tasks were trained), the training curve, the adapter's
+        run_info (MLflow run). Also reads, not as a dep, the other runs in the MLflow
+        experiment, for the learning-vs-forgetting scatter across experiments.
 Params: report.samples.
 Outs:   <markdown> (reports/forgetting.md), <figures>/ (PNG plots), metrics <metrics>
         (gain per trained task; difference and retention per untrained benchmark), and the
@@ -10,7 +12,7 @@ Run:    python -m stages.report --base-eval reports/eval/base --tuned-eval repor
             --mix reports/metrics/mix.json --curve reports/plots/train_curve.csv \
             --adapter models/adapter --markdown reports/forgetting.md \
             --figures reports/figures --metrics reports/metrics/forgetting.json \
-            --plot reports/plots/forgetting.csv
+            --plot reports/plots/forgetting.csv --drift reports/eval/drift
 
 Trained tasks (weight > 0 in the mixture) are what the model should learn; every other
 task and every general benchmark is what it should keep. Retention is tuned / base.
@@ -131,6 +133,10 @@ def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
     if result.get("forgetting_too_much"):
         lines += [f"**Forgetting too much:** the mean change elsewhere is below "
                   f"-{_pct(result['max_forgetting'])} points (report.max_forgetting).", ""]
+    lines += text_markdown(result.get("text", []), result.get("drift"))
+    if result.get("experiments") is not None:
+        lines += [f"Learning vs forgetting: this run against {result['experiments']} other "
+                  "run(s) found in MLflow (`experiments.png`).", ""]
     lines += [f"![{Path(f).stem}]({f})" for f in figures]
     if train:
         lines += ["", "## Training", "",
@@ -146,37 +152,85 @@ def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict[str, Any], curve: list[dict], folder: Path) -> list[str]:
-    import matplotlib
+def text_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, Any]]:
+    """Loss on plain text, base vs tuned: the rise in NLL per token is forgetting."""
+    return [{"corpus": name, "base_nll": s["nll"], "tuned_nll": tuned["text"][name]["nll"],
+             "rise": round(tuned["text"][name]["nll"] - s["nll"], 4),
+             "base_perplexity": s["perplexity"],
+             "tuned_perplexity": tuned["text"][name]["perplexity"]}
+            for name, s in base.get("text", {}).items() if name in tuned.get("text", {})]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    rows = result["rows"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
-    xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r["base"] for r in rows], 0.4, label="base")
-    ax.bar([x + 0.2 for x in xs], [r["tuned"] for r in rows], 0.4, label="tuned")
-    ax.set_xticks(list(xs), [f"{r['benchmark']}\n({r['kind']})" for r in rows], fontsize=8)
-    ax.set_ylim(0, 1.2)
-    ax.set_ylabel("score")
-    ax.set_title("Base vs tuned: learned (trained tasks) and kept (the rest)")
-    ax.legend(loc="upper right", ncol=2)
-    fig.tight_layout()
-    fig.savefig(folder / "forgetting.png", dpi=110)
-    plt.close(fig)
+def ratio_bootstrap(base: Any, tuned: Any, weights: Any, p: ReportParams) -> list[float] | None:
+    """95% interval of sum(tuned - base) / sum(weights) over resampled items (documents or
+    prompts), for token-weighted means such as NLL per token."""
+    import numpy as np
+
+    if not p.bootstrap or not len(weights):
+        return None
+    rng = np.random.default_rng(p.seed)
+    b, t, w = (np.asarray(x, dtype=float) for x in (base, tuned, weights))
+    idx = rng.integers(0, len(w), size=(p.bootstrap, len(w)))
+    rises = (t[idx] - b[idx]).sum(1) / w[idx].sum(1)
+    return [round(float(v), 4) for v in np.percentile(rises, [2.5, 97.5])]
+
+
+def text_intervals(base_rows: list[dict], tuned_rows: list[dict], p: ReportParams
+                   ) -> dict[str, list[float] | None]:
+    out = {}
+    tuned = {r["id"]: r for r in tuned_rows if r["kind"] == "text"}
+    for name in sorted({r["task"] for r in base_rows if r["kind"] == "text"}):
+        docs = [r for r in base_rows if r["kind"] == "text" and r["task"] == name
+                and r["id"] in tuned]
+        out[name] = ratio_bootstrap([-r["loglikelihood"] for r in docs],
+                                    [-tuned[r["id"]]["loglikelihood"] for r in docs],
+                                    [r["tokens"] for r in docs], p)
+    return out
+
+
+def text_markdown(rows: list[dict], drift: dict[str, Any] | None) -> list[str]:
+    def ci(interval: list[float] | None) -> str:
+        return f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
+
+    lines = []
+    if rows:
+        lines += ["## Loss on general text", "",
+                  "| corpus | base NLL | tuned NLL | rise (95% CI) | base ppl | tuned ppl |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['corpus']} | {r['base_nll']:.4f} | {r['tuned_nll']:.4f} | "
+                  f"{r['rise']:+.4f}{ci(r.get('rise_ci'))} | {r['base_perplexity']} | "
+                  f"{r['tuned_perplexity']} |" for r in rows]
+        lines += ["", "NLL in nats per token (rolling windows); a rise is forgetting.", ""]
+    if drift:
+        lines += ["## Drift", "",
+                  f"The base model's own answers to {drift['prompts']} general prompts "
+                  f"({drift['answer_tokens']} tokens) cost {drift['base_nll']:.4f} nats per "
+                  f"token under the base and {drift['tuned_nll']:.4f} under the tuned model: "
+                  f"drift **{drift['drift']:+.4f}**{ci(drift.get('drift_ci'))} nats per token "
+                  "(how far the model moved where it was not trained).", ""]
+    return lines
+
+
+def plot(result: dict[str, Any], curve: list[dict], scatter: tuple[list[dict], dict],
+         folder: Path) -> list[str]:
+    from stages.common import figures
+
+    figures.scores(result["rows"], folder / "forgetting.png")
     names = ["forgetting.png"]
     if curve:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([c["step"] for c in curve], [c["loss"] for c in curve])
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("training loss (completion tokens)")
-        ax.set_title("Training curve")
-        fig.tight_layout()
-        fig.savefig(folder / "train_loss.png", dpi=110)
-        plt.close(fig)
+        figures.curve(curve, folder / "train_loss.png")
         names.append("train_loss.png")
+    if scatter[1]["gain"] is not None and scatter[1]["change"] is not None:
+        figures.experiments(*scatter, folder / "experiments.png")
+        names.append("experiments.png")
     return names
+
+
+def other_runs(tp: tracking.TrackingParams, run_id: str | None) -> list[dict]:
+    """Learning and forgetting of every other run in the MLflow experiment."""
+    keys = ("forgetting.mean_gain", "forgetting.mean_retained_difference")
+    return [{"name": r["run_name"], "gain": r[keys[0]], "change": r[keys[1]]}
+            for r in tracking.runs_with(tp, keys) if r["run_id"] != run_id]
 
 
 def main(a: argparse.Namespace) -> None:
@@ -191,6 +245,17 @@ def main(a: argparse.Namespace) -> None:
     intervals = bootstrap(item_scores(base_rows), item_scores(tuned_rows), p)
     for row in result["rows"]:
         row.update(intervals.get(row["benchmark"], {}))
+    result["text"] = text_rows(base, tuned)
+    text_ci = text_intervals(base_rows, tuned_rows, p)
+    for row in result["text"]:
+        row["rise_ci"] = text_ci.get(row["corpus"])
+    if a.drift:
+        drift_items = read_jsonl(a.drift / "items.jsonl")
+        result["drift"] = {k: v for k, v in read_json(a.drift / "scores.json").items()
+                           if k != "seconds"}
+        result["drift"]["drift_ci"] = ratio_bootstrap(
+            [r["base_nll"] for r in drift_items], [r["tuned_nll"] for r in drift_items],
+            [r["tokens"] for r in drift_items], p)
     dropped = result["mean_retained_difference"]
     result["max_forgetting"] = p.max_forgetting
     result["forgetting_too_much"] = dropped is not None and dropped < -p.max_forgetting
@@ -207,20 +272,26 @@ def main(a: argparse.Namespace) -> None:
     samples = [(r["instruction"], before[r["id"]]["prediction"], r["prediction"])
                for r in after[: p.samples]]
     adapter_info = read_json(a.adapter / "run_info.json")
+    run_id = tracking.reopen(tp, adapter_info.get("mlflow_run_id"))
+    others = other_runs(tp, run_id) if run_id else []
+    result["experiments"] = len(others) if run_id else None
+    current = {"name": "this run", "gain": result["mean_gain"],
+               "change": result["mean_retained_difference"]}
     with atomic_dir(a.figures) as tmp:
-        names = plot(result, curve, tmp)
+        names = plot(result, curve, (others, current), tmp)
     rel = [str((a.figures / n).relative_to(a.markdown.parent)) for n in names]
     write_text(a.markdown, markdown(result, samples, adapter_info.get("metrics", {}), rel))
-    write_json(a.metrics, result)
+    write_json(a.metrics, {k: v for k, v in result.items() if k != "experiments"})
     write_text(a.plot, "benchmark,base,tuned\n" + "".join(
         f"{r['benchmark']},{r['base']},{r['tuned']}\n" for r in result["rows"]))
-    run_id = tracking.reopen(tp, adapter_info.get("mlflow_run_id"))
     tracking.log_metrics(tp, run_id, {
         "eval.base": {k: v for k, v in base.items() if k != "model"},
-        "forgetting": {k: v for k, v in result.items() if k not in ("rows", "max_forgetting")},
+        "forgetting": {k: v for k, v in result.items()
+                       if k not in ("rows", "text", "max_forgetting", "experiments")},
         "forgetting.difference": {r["benchmark"]: r["difference"] for r in result["rows"]},
+        "forgetting.text_rise": {r["corpus"]: r["rise"] for r in result["text"]},
     })
-    tracking.log_artifacts(tp, run_id, [a.markdown, a.figures, a.metrics], "report")
+    tracking.log_artifacts(tp, run_id, [a.markdown, a.figures, a.metrics, a.plot], "report")
     print(f"report: mean gain {_pct(result['mean_gain'])} pts, mean retention "
           f"{_pct(result['mean_retention'])}% -> {a.markdown}")
 
@@ -230,6 +301,8 @@ def cli() -> None:
     for arg in ("--base-eval", "--tuned-eval", "--mix", "--curve", "--adapter", "--markdown",
                 "--figures", "--metrics", "--plot"):
         parser.add_argument(arg, type=Path, required=True)
+    parser.add_argument("--drift", type=Path, default=None,
+                        help="measure_drift's folder (items.jsonl, scores.json)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     run_stage(lambda: main(args))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stages.common.benchmarks import BENCHMARKS, FileBenchmark, load_file_benchmark, question_of
-from stages.common.config import DataError
+from stages.common.config import ConfigError, DataError
 from stages.common.scoring import multiple_choice
 
 
@@ -76,3 +76,54 @@ def test_scores_agree_with_lm_evaluation_harness(tmp_path: Path, tiny_model: Pat
     summary = result["results"]["forgetful_mc"]
     assert summary["acc,none"] == pytest.approx(sum(o["acc"] for o in ours) / len(ours))
     assert summary["acc_norm,none"] == pytest.approx(sum(o["acc_norm"] for o in ours) / len(ours))
+
+
+def test_text_files_split_into_documents(tmp_path: Path) -> None:
+    from stages.common.benchmarks import TextBenchmark, load_text_benchmark
+
+    (tmp_path / "p.txt").write_text("First para\ngoes on.\n\n\nSecond one.\n")
+    assert load_text_benchmark(TextBenchmark(str(tmp_path / "p.txt"))) == [
+        "First para goes on.", "Second one."]
+    (tmp_path / "w.raw").write_text(" = Alpha = \n\n Alpha is a letter .\n\n = = Use = = \n\n"
+                                    " Often .\n = Beta = \n\n Beta follows .\n")
+    docs = load_text_benchmark(TextBenchmark(str(tmp_path / "w.raw"), split="wikitext"))
+    assert len(docs) == 2 and docs[0].startswith("= Alpha =") and "= = Use = =" in docs[0]
+    assert load_text_benchmark(TextBenchmark(str(tmp_path / "w.raw"), "wikitext", limit=1)) \
+        == docs[:1]
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(DataError, match=r"empty\.txt: no text"):
+        load_text_benchmark(TextBenchmark(str(tmp_path / "empty.txt")))
+    with pytest.raises(ValueError, match="split must be one of paragraphs, wikitext, whole"):
+        TextBenchmark(str(tmp_path / "p.txt"), split="lines")
+
+
+def test_lm_eval_task_names_run_through_lm_eval(tmp_path: Path, tiny_model: Path) -> None:
+    """evaluate.lm_eval_tasks: a task YAML over a local file, run by lm-eval, gives the
+    same per-item acc as our own evaluator on the same file."""
+    pytest.importorskip("lm_eval")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stages.common.harness import run_tasks
+
+    items = BENCHMARKS["facts"]()
+    data = tmp_path / "facts.jsonl"
+    data.write_text("".join(json.dumps({"question": question_of(it), "choices": it["choices"],
+                                        "answer": it["answer"]}) + "\n" for it in items))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "local_facts.yaml").write_text(
+        "task: local_facts\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
+        'doc_to_choice: "{{choices}}"\ndoc_to_target: answer\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    scores, rows = run_tasks(model, tokenizer, ("local_facts",), str(tmp_path / "tasks"), 0, 8)
+    ours = multiple_choice(model, tokenizer, items, batch_size=8)
+    assert [r["acc"] for r in rows] == [o["acc"] for o in ours]
+    assert scores["local_facts"]["acc"] == pytest.approx(
+        sum(o["acc"] for o in ours) / len(ours), abs=1e-4)
+    assert scores["local_facts"]["metric"] == "acc" and scores["local_facts"]["n"] == 20
+    with pytest.raises(ConfigError, match="lm-eval knows no task .*no_such_task"):
+        run_tasks(model, tokenizer, ("no_such_task",), str(tmp_path / "tasks"), 0, 8)

@@ -107,3 +107,51 @@ def test_batched_generation_equals_one_by_one(model_and_tokenizer) -> None:
     batched = generate(model, tok, prompts, max_new_tokens=5, batch_size=3)
     single = [generate(model, tok, [p], max_new_tokens=5, batch_size=1)[0] for p in prompts]
     assert batched == single
+
+
+def test_rolling_windows_cover_every_token_once_as_lm_eval_builds_them() -> None:
+    from stages.common.scoring import rolling_windows
+
+    tokens = list(range(100, 137))
+    windows = rolling_windows(tokens, prefix=0, width=10)
+    assert [t for _, pred in windows for t in pred] == tokens
+    assert windows[0] == ([0, *tokens[:9]], tokens[:10])
+    assert all(len(inp) <= 10 for inp, _ in windows)
+    # Each window's input, shifted by one, ends with the tokens it predicts.
+    stream = [0, *tokens]
+    for inp, pred in windows:
+        end = stream.index(pred[-1]) if pred else 0
+        assert inp == stream[max(end - 10, 0):end]
+    lm_utils = pytest.importorskip("lm_eval.utils")
+    theirs = [lm_utils.make_disjoint_window(w) for w in
+              lm_utils.get_rolling_token_windows(tokens, prefix_token=0, max_seq_len=10,
+                                                 context_len=1)]
+    # lm-eval trims each input to be disjoint from its prediction; the model sees the same
+    # sequence: (context + prediction)[:-1].
+    assert [(c + p)[:-1] for c, p in theirs] == [inp for inp, _ in windows]
+    assert [p for _, p in theirs] == [p for _, p in windows]
+
+
+def test_text_loglikelihood_matches_a_direct_pass_and_lm_eval_rolling(model_and_tokenizer
+                                                                      ) -> None:
+    from stages.common.scoring import text_loglikelihoods
+
+    model, tok = model_and_tokenizer
+    texts = ["The cat sat on the mat and looked at the garden.",
+             " ".join(["the quick brown fox jumps over the lazy dog"] * 12)]
+    prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    ids = [prefix] + tok(texts[0], add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1], dim=-1)
+    direct = float(logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
+    ours = text_loglikelihoods(model, tok, texts, width=32, batch_size=4)
+    assert ours[0] == (pytest.approx(direct, abs=1e-4), len(ids) - 1)
+    assert ours[1][1] > 64  # the long text spans several windows
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=4, max_length=32)
+    requests = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)]
+    theirs = lm.loglikelihood_rolling(requests, disable_tqdm=True)
+    assert [ll for ll, _ in ours] == pytest.approx(theirs, abs=1e-3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 from stages import (
     evaluate,
     format_data,
+    measure_drift,
     merge_adapter,
     mix_tasks,
     prepare_base,
@@ -49,13 +51,16 @@ def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
     for name, model in (("base", w["base"]), ("tuned", w["merged"])):
         evaluate.main(name, model, w["formatted"], root / f"eval/{name}/scores.json",
                       root / f"eval/{name}/predictions.jsonl", pfile)
+    measure_drift.main(w["base"], w["merged"], root / "eval/base/predictions.jsonl",
+                       root / "eval/drift/items.jsonl", root / "eval/drift/scores.json", pfile)
     import argparse
 
     report.main(argparse.Namespace(
         params=pfile, base_eval=root / "eval/base", tuned_eval=root / "eval/tuned",
         mix=root / "mix.json", curve=root / "curve.csv", adapter=w["adapter"],
         markdown=root / "reports/forgetting.md", figures=root / "reports/figures",
-        metrics=root / "reports/forgetting.json", plot=root / "reports/forgetting.csv"))
+        metrics=root / "reports/forgetting.json", plot=root / "reports/forgetting.csv",
+        drift=root / "eval/drift"))
     return w
 
 
@@ -179,6 +184,38 @@ def test_report_tables_figures_and_metrics(work: dict) -> None:
     result = json.loads((work["root"] / "reports/forgetting.json").read_text())
     row = {r["benchmark"]: r for r in result["rows"]}["sentiment"]
     assert row["difference"] == pytest.approx(row["tuned"] - row["base"], abs=1e-4)
+
+
+def test_text_loss_and_drift_are_computed_and_reported(work: dict) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stages.common.benchmarks import PROSE
+
+    base = json.loads((work["root"] / "eval/base/scores.json").read_text())
+    prose = base["text"]["prose"]
+    assert prose["documents"] == len(PROSE) and prose["tokens"] > 100
+    assert prose["perplexity"] == pytest.approx(math.exp(prose["nll"]), rel=1e-3)
+    drift = json.loads((work["root"] / "eval/drift/scores.json").read_text())
+    items = [json.loads(x) for x in
+             (work["root"] / "eval/drift/items.jsonl").read_text().splitlines()]
+    assert drift["prompts"] == len(items) > 10
+    assert drift["drift"] == pytest.approx(drift["tuned_nll"] - drift["base_nll"], abs=2e-4)
+    # Recompute one item's NLL under the tuned model by hand.
+    model = AutoModelForCausalLM.from_pretrained(work["merged"]).eval()
+    tok = AutoTokenizer.from_pretrained(work["merged"])
+    rows = [json.loads(x) for x in
+            (work["root"] / "eval/base/predictions.jsonl").read_text().splitlines()]
+    sample = next(r for r in rows if r["kind"] == "sample" and r["id"] == items[0]["id"])
+    prompt = tok(sample["prompt"], add_special_tokens=False).input_ids
+    whole = prompt + tok(sample["prediction"], add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([whole])).logits[0], dim=-1)
+    nll = -sum(float(logp[i - 1, whole[i]]) for i in range(len(prompt), len(whole)))
+    assert items[0]["tuned_nll"] == pytest.approx(nll, abs=1e-3)
+    assert items[0]["tokens"] == len(whole) - len(prompt)
+    text = (work["root"] / "reports/forgetting.md").read_text()
+    assert "## Loss on general text" in text and "| prose |" in text
+    assert "## Drift" in text and f"drift **{drift['drift']:+.4f}** [" in text
 
 
 def test_one_mlflow_run_holds_params_curve_and_scores(work: dict) -> None:

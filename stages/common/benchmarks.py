@@ -7,6 +7,11 @@ rendered the way lm-evaluation-harness renders the same task:
 - `mc_jsonl`: one JSON object a line: question, choices (list), answer (index).
 - `piqa`: PIQA's goal, sol1, sol2 lines, with the labels file beside them.
 - `mmlu_csv`: MMLU's headerless CSV: question, A, B, C, D, answer letter.
+
+Plain-text corpora measure the loss on general text (mean NLL per token, perplexity,
+bits per byte), the other common measure of forgetting: the built-in `prose`, or a file
+split into documents by blank lines (`paragraphs`), by WikiText's ` = Title = ` headings
+(`wikitext`), or kept whole (`whole`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +187,93 @@ BENCHMARKS: dict[str, Callable[[], list[dict]]] = {
     "facts": facts,
 }
 
+PROSE = [
+    "The river begins in the hills as a thin stream of cold water. It gathers rain from the "
+    "slopes, passes through a small town with a stone bridge, and widens as it crosses the "
+    "farmland. By the time it reaches the sea it is slow and brown, and boats carry grain "
+    "along it to the harbour.",
+    "Bread is made from flour, water, salt and yeast. The yeast feeds on the sugars in the "
+    "dough and releases gas, which makes the dough rise. After it has risen, the baker "
+    "shapes the loaf and bakes it in a hot oven until the crust is brown and the inside is "
+    "soft.",
+    "The library opens at nine in the morning and closes at six in the evening. Visitors may "
+    "borrow up to five books at a time for three weeks. Children's books are kept on the "
+    "ground floor, and the reading room on the first floor is reserved for quiet study.",
+    "Honeybees live in colonies with a single queen, thousands of workers and a few hundred "
+    "drones. The workers collect nectar and pollen from flowers, build the wax comb, and "
+    "look after the young. In winter the bees cluster together to keep the hive warm.",
+    "A bicycle converts the rider's effort into motion with remarkable efficiency. The "
+    "pedals turn a chain that drives the rear wheel, and the gears let the rider choose "
+    "between speed and force. Brakes press pads against the rim or a disc to slow the wheels.",
+    "The museum's new exhibition tells the story of early printing. It shows a wooden "
+    "press, trays of metal type, and some of the first printed books in the region. A "
+    "short film explains how printing made books cheaper and helped ideas spread quickly.",
+    "On a clear night, far from the lights of a city, thousands of stars can be seen. The "
+    "band of the Milky Way stretches across the sky, and with a small telescope the moons "
+    "of Jupiter appear as tiny points of light beside the planet.",
+    "The recipe serves four people. Chop two onions and fry them gently in olive oil until "
+    "they are soft. Add a tin of tomatoes, a pinch of salt and a little sugar, then simmer "
+    "the sauce for twenty minutes while the pasta cooks.",
+]
+
+
+def prose() -> list[str]:
+    return list(PROSE)
+
+
+def _paragraphs(text: str) -> list[str]:
+    return [" ".join(block.split()) for block in text.split("\n\n") if block.strip()]
+
+
+WIKITEXT_HEADING = re.compile(r"^ = [^=].* = $", re.M)
+
+
+def _wikitext_articles(text: str) -> list[str]:
+    starts = [m.start() for m in WIKITEXT_HEADING.finditer(text)] or [0]
+    return [text[a:b].strip() for a, b in zip(starts, starts[1:] + [len(text)], strict=True)
+            if text[a:b].strip()]
+
+
+TEXT_SPLITS: dict[str, Callable[[str], list[str]]] = {
+    "paragraphs": _paragraphs, "wikitext": _wikitext_articles,
+    "whole": lambda text: [text] if text.strip() else [],
+}
+TEXTS: dict[str, Callable[[], list[str]]] = {"prose": prose}
+
+
+@dataclass(frozen=True)
+class TextBenchmark:
+    path: str  # a UTF-8 plain-text file
+    split: str = "paragraphs"  # paragraphs | wikitext | whole: how it splits into documents
+    limit: int = 0  # first N documents only (0 = all)
+
+    def __post_init__(self) -> None:
+        require(self.split in TEXT_SPLITS, "split",
+                f"must be one of {', '.join(TEXT_SPLITS)}, got {self.split!r}")
+        require(bool(self.path), "path", "must name a file")
+        require(self.limit >= 0, "limit", "must be >= 0")
+
+
+def load_text_benchmark(spec: TextBenchmark) -> list[str]:
+    path = Path(spec.path)
+    if not path.exists():
+        raise DataError(f"{path} not found (evaluate.text_files)")
+    try:
+        docs = TEXT_SPLITS[spec.split](path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text ({err})") from err
+    if not docs:
+        raise DataError(f"{path}: no text")
+    return docs[: spec.limit] if spec.limit else docs
+
+
+def text_suite(names: Any, files: dict[str, TextBenchmark]) -> dict[str, list[str]]:
+    """Every plain-text corpus by name: built-in ones, then file ones."""
+    loaded = {name: TEXTS[name]() for name in names}
+    loaded.update({name: load_text_benchmark(spec) for name, spec in files.items()})
+    return loaded
+
+
 # Open-ended prompts shown before and after tuning in the report (the deck's example first).
 GENERAL_PROMPTS = [
     "Charlie the cat roamed the garden at night. What is the name of the cat?",
@@ -189,4 +282,22 @@ GENERAL_PROMPTS = [
     "What is 12 plus 7?",
     "Name three colours.",
     "Give me a synonym for happy.",
+    "Explain why the sky looks blue.",
+    "What should I pack for a day at the beach?",
+    "Describe a rainy afternoon in two sentences.",
+    "Who wrote Romeo and Juliet?",
+    "How do plants make their food?",
+    "Suggest a name for a small bakery.",
+    "What is the boiling point of water in Celsius?",
+    "Translate 'good morning' into French.",
+    "List two benefits of regular exercise.",
+    "What does a thermometer measure?",
+    "Write a short greeting for a birthday card.",
+    "Why do we have seasons?",
+    "What is the largest planet in our solar system?",
+    "Give one tip for learning a new language.",
+    "What is the difference between a lake and a river?",
+    "Summarise the story of Little Red Riding Hood in one sentence.",
+    "How many minutes are in two hours?",
+    "What is a noun?",
 ]

@@ -35,7 +35,13 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
 def loglikelihoods(model: Any, tokenizer: Any, pairs: list[tuple[str, str]],
                    batch_size: int) -> list[float]:
     """Summed log P(continuation | context) for each (context, continuation) pair."""
-    encoded = [encode_pair(tokenizer, c, x) for c, x in pairs]
+    return token_loglikelihoods(model, tokenizer, [encode_pair(tokenizer, c, x) for c, x in pairs],
+                                batch_size)
+
+
+def token_loglikelihoods(model: Any, tokenizer: Any, encoded: list[tuple[list[int], list[int]]],
+                         batch_size: int) -> list[float]:
+    """Summed log P(continuation | context) for each pair of token lists."""
     # Longest first: similar lengths share a batch, so little compute goes to padding.
     order = sorted(range(len(encoded)), key=lambda i: -sum(map(len, encoded[i])))
     scores = [0.0] * len(encoded)
@@ -76,6 +82,78 @@ def multiple_choice(model: Any, tokenizer: Any, items: list[dict],
             "acc_norm": int(max(range(len(normed)), key=normed.__getitem__) == it["answer"]),
         })
     return results
+
+
+def rolling_windows(tokens: list[int], prefix: int, width: int
+                    ) -> list[tuple[list[int], list[int]]]:
+    """(input, predicted) windows covering every token once, as lm-eval's
+    `get_rolling_token_windows(context_len=1)` + `make_disjoint_window` build them: the first
+    token is predicted from `prefix` (a BOS or EOS token), each later window from the tokens
+    before it, up to `width` tokens of input."""
+    windows, done = [], 0
+    stream = [prefix, *tokens]
+    while done < len(tokens):
+        end = min(done + width, len(tokens))
+        start = max(end - width, 0)
+        windows.append((stream[start:end], tokens[done:end]))
+        done = end
+    return windows
+
+
+def text_loglikelihoods(model: Any, tokenizer: Any, texts: list[str], width: int,
+                        batch_size: int) -> list[tuple[float, int]]:
+    """Per text: (summed log-probability of all its tokens, token count), by rolling
+    windows of at most `width` tokens (lm-eval's `loglikelihood_rolling`)."""
+    # lm-eval's HFLM.prefix_token_id: the BOS token if the tokenizer has one, else EOS.
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None \
+        else tokenizer.eos_token_id
+    windows, owner = [], []
+    for n, text in enumerate(texts):
+        for inp, pred in rolling_windows(tokenizer(text, add_special_tokens=False).input_ids,
+                                         prefix, width):
+            windows.append((inp, pred))
+            owner.append(n)
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
+    sums = [0.0] * len(texts)
+    counts = [0] * len(texts)
+    device = next(model.parameters()).device
+    for start in progress(range(0, len(order), batch_size), "text log-likelihood batches"):
+        idx = order[start : start + batch_size]
+        width_now = max(len(windows[i][0]) for i in idx)
+        ids = torch.full((len(idx), width_now), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(idx):
+            ids[row, : len(windows[i][0])] = torch.tensor(windows[i][0])
+            mask[row, : len(windows[i][0])] = 1
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logprobs = torch.log_softmax(logits[:, -width_now:].float(), dim=-1).cpu()
+        for row, i in enumerate(idx):
+            inp, pred = windows[i]
+            # The input's last len(pred) positions predict the window's tokens.
+            positions = torch.arange(len(inp) - len(pred), len(inp))
+            sums[owner[i]] += float(logprobs[row, positions, torch.tensor(pred)].sum())
+            counts[owner[i]] += len(pred)
+    return list(zip(sums, counts, strict=True))
+
+
+def load_for_eval(model_dir: Any) -> tuple[Any, Any]:
+    """(model, tokenizer) from a model folder, or from an adapter folder that could not be
+    merged (its run_info.json names the base), in float32 for scoring."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if (model_dir / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base_path = json.loads((model_dir / "run_info.json").read_text())["base_path"]
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+        return PeftModel.from_pretrained(base, model_dir).eval(), tokenizer
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval(), tokenizer
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,

@@ -138,3 +138,18 @@ def reopen(p: TrackingParams, run_id: str | None) -> str | None:
                     run_id, tracking_uri(p))
         return None
     return run_id
+
+
+def runs_with(p: TrackingParams, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Every run of the experiment that has all `keys` as metrics: name, id and those values
+    (for plots across experiments). Empty when tracking is disabled."""
+    if not p.enabled:
+        return []
+    c = client(p)
+    found = c.get_experiment_by_name(p.experiment)
+    if found is None:
+        return []
+    runs = c.search_runs([found.experiment_id], max_results=1000)
+    return [{"run_id": r.info.run_id, "run_name": r.info.run_name,
+             **{k: r.data.metrics[k] for k in keys}}
+            for r in runs if all(k in r.data.metrics for k in keys)]
