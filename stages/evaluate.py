@@ -4,12 +4,14 @@ Deps:   this module, stages/common (scoring, benchmarks), the model folder, data
 Params: evaluate.*, format_data.template (renders the sample prompts), format_data.tasks
         (which tasks are evaluated).
 Outs:   <predictions> (every prompt, target, prediction, correctness; each text
-        document's log-likelihood; the answers to the general prompts: JSON lines) and
+        document's log-likelihood: JSON lines), <samples> (the model's answers to the
+        general prompts: shown in the report, and the base's are what drift measures), and
         metrics <scores> (per task score, per benchmark acc / acc_norm, their means, and
         per text corpus the mean NLL per token, perplexity and bits per byte).
 Run:    python -m stages.evaluate --name base --model models/base \
             --formatted data/formatted --scores reports/eval/base/scores.json \
-            --predictions reports/eval/base/predictions.jsonl
+            --predictions reports/eval/base/predictions.jsonl \
+            --samples reports/eval/base/samples.jsonl
 
 dvc.yaml runs it once for the base model and once for the tuned (merged) model, as two
 instances, so the base's scores stay in DVC's cache across experiments that change only
@@ -39,9 +41,11 @@ from stages.common.benchmarks import (
 from stages.common.cli import run_stage
 from stages.common.config import DataError, build, load_params, require, section
 from stages.common.scoring import (
+    LIKELIHOOD_METRICS,
     METRICS,
     generate,
     generate_uncached,
+    label_choice,
     load_for_eval,
     multiple_choice,
     text_loglikelihoods,
@@ -91,18 +95,29 @@ def complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
 
 
 def score_tasks(model: Any, tokenizer: Any, tests: dict[str, list[dict]],
-                p: EvalParams) -> tuple[dict[str, Any], list[dict]]:
-    records = [r for task in tests for r in tests[task]]
-    predictions = complete(model, tokenizer, [r["prompt"] for r in records],
+                p: EvalParams, labels: dict[str, list[str]] | None = None
+                ) -> tuple[dict[str, Any], list[dict]]:
+    """Generative tasks by greedy answers and their metric; `label_likelihood` tasks by
+    the likeliest of their label words (`labels`: task -> every label word)."""
+    labels = labels or {}
+    generated = [r for task in tests for r in tests[task] if r["metric"] not in LIKELIHOOD_METRICS]
+    ranked = [r for task in tests for r in tests[task] if r["metric"] in LIKELIHOOD_METRICS]
+    predictions = complete(model, tokenizer, [r["prompt"] for r in generated],
                            p.max_new_tokens, p)
+    outcomes = [(r, pred, METRICS[r["metric"]](pred, r["completion"]))
+                for r, pred in zip(generated, predictions, strict=True)]
+    items = [{"prompt": r["prompt"], "labels": labels[r["task"]]} for r in ranked]
+    for r, it, best in zip(ranked, items, label_choice(model, tokenizer, items, p.batch_size),
+                           strict=True):
+        outcomes.append((r, it["labels"][best], it["labels"][best] == r["completion"]))
     rows, scores = [], {}
-    for r, pred in zip(records, predictions, strict=True):
+    for r, pred, ok in outcomes:
         rows.append({"kind": "task", "task": r["task"], "id": r["id"],
                      "instruction": r["instruction"], "target": r["completion"],
-                     "prediction": pred, "correct": METRICS[r["metric"]](pred, r["completion"])})
-    for task, items in tests.items():
+                     "prediction": pred, "correct": ok})
+    for task, items_ in tests.items():
         correct = [row["correct"] for row in rows if row["task"] == task]
-        scores[task] = {"metric": items[0]["metric"], "n": len(correct),
+        scores[task] = {"metric": items_[0]["metric"], "n": len(correct),
                         "score": round(sum(correct) / len(correct), 4)}
     return scores, rows
 
@@ -145,12 +160,12 @@ def score_texts(model: Any, tokenizer: Any, p: EvalParams
 
 
 def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predictions_path: Path,
-         params_file: Path = Path("params.yaml")) -> None:
+         samples_path: Path, params_file: Path = Path("params.yaml")) -> None:
     params = load_params(params_file)
     p = build(EvalParams, section(params, "evaluate"), "evaluate")
     fmt = section(params, "format_data")
     tp = tracking.load(params)
-    tests = {}
+    tests, labels = {}, {}
     for task, block in (fmt.get("tasks") or {}).items():
         if not parse_task(task, block).spec.evaluate:
             continue
@@ -159,10 +174,13 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
             raise DataError(f"{formatted / task / 'test.jsonl'} is empty; evaluate needs test "
                             f"examples (format_data.tasks.{task}.n_test)")
         tests[task] = records[: p.max_test_examples] if p.max_test_examples else records
+        if records[0]["metric"] in LIKELIHOOD_METRICS:  # every label word the task uses
+            seen = read_jsonl(formatted / task / "train.jsonl") + records
+            labels[task] = sorted({r["completion"] for r in seen})
     timer = Timer()
     model_info = read_json(model_dir / "run_info.json")
     model, tokenizer = load_for_eval(model_dir)
-    task_scores, task_rows = score_tasks(model, tokenizer, tests, p)
+    task_scores, task_rows = score_tasks(model, tokenizer, tests, p, labels)
     general_scores, general_rows = score_general(model, tokenizer, p)
     if p.lm_eval_tasks:
         from stages.common.harness import run_tasks
@@ -188,7 +206,8 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
         "text": text_scores,
         "seconds": timer.seconds,
     }
-    write_jsonl(predictions_path, task_rows + general_rows + text_rows + sample_rows)
+    write_jsonl(predictions_path, task_rows + general_rows + text_rows)
+    write_jsonl(samples_path, sample_rows)
     write_json(scores_path, scores)
     run_id = tracking.reopen(tp, model_info.get("mlflow_run_id"))
     tracking.log_metrics(tp, run_id, {f"eval.{name}": {k: v for k, v in scores.items()
@@ -201,11 +220,12 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="label of the model: base or tuned")
-    for arg in ("--model", "--formatted", "--scores", "--predictions"):
+    for arg in ("--model", "--formatted", "--scores", "--predictions", "--samples"):
         parser.add_argument(arg, type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     a = parser.parse_args()
-    run_stage(lambda: main(a.name, a.model, a.formatted, a.scores, a.predictions, a.params))
+    run_stage(lambda: main(a.name, a.model, a.formatted, a.scores, a.predictions, a.samples,
+                           a.params))
 
 
 if __name__ == "__main__":

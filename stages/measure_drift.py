@@ -6,12 +6,12 @@ answers' NLL under the base itself. A model that kept its general behaviour stil
 the base's answers likely; a model that forgot finds them surprising.
 
 Deps:   this module, stages/common/scoring.py, the base model, the tuned model, the base
-        evaluation's predictions (its answers to the general prompts).
+        evaluation's samples (its answers to the general prompts).
 Params: evaluate.batch_size.
 Outs:   <items> (per prompt: answer tokens, NLL under base and tuned: JSON lines) and
         metrics <scores> (token-weighted mean NLL under each model, and drift = tuned - base).
 Run:    python -m stages.measure_drift --base models/base --tuned models/merged \
-            --base-predictions reports/eval/base/predictions.jsonl \
+            --base-samples reports/eval/base/samples.jsonl \
             --items reports/eval/drift/items.jsonl --scores reports/eval/drift/scores.json
 """
 
@@ -38,8 +38,8 @@ class DriftParams:
 
 
 def answers_of(predictions: list[dict]) -> list[dict]:
-    """The base's non-empty answers to the general prompts (kind 'sample' rows)."""
-    return [r for r in predictions if r["kind"] == "sample" and r["prediction"].strip()]
+    """The base's non-empty answers to the general prompts."""
+    return [r for r in predictions if r["prediction"].strip()]
 
 
 def encode_answers(tokenizer: Any, answers: list[dict]) -> list[tuple[list[int], list[int]]]:
@@ -60,16 +60,16 @@ def summarize(items: list[dict]) -> dict[str, Any]:
             "tuned_nll": round(tuned, 4), "drift": round(tuned - base, 4)}
 
 
-def main(base_dir: Path, tuned_dir: Path, base_predictions: Path, items_path: Path,
+def main(base_dir: Path, tuned_dir: Path, base_samples: Path, items_path: Path,
          scores_path: Path, params_file: Path = Path("params.yaml")) -> None:
     params = load_params(params_file)
     batch_size = build(DriftParams, {"batch_size": section(params, "evaluate").get(
         "batch_size")}, "evaluate").batch_size
     tp = tracking.load(params)
-    answers = answers_of(read_jsonl(base_predictions))
+    answers = answers_of(read_jsonl(base_samples))
     if not answers:
-        raise DataError(f"{base_predictions} has no non-empty answers to the general prompts "
-                        "(rows of kind 'sample'); re-run evaluate@base")
+        raise DataError(f"{base_samples} has no non-empty answers to the general prompts; "
+                        "re-run evaluate@base")
     timer = Timer()
     base, tokenizer = load_for_eval(base_dir)
     encoded = encode_answers(tokenizer, answers)
@@ -92,11 +92,11 @@ def main(base_dir: Path, tuned_dir: Path, base_predictions: Path, items_path: Pa
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for arg in ("--base", "--tuned", "--base-predictions", "--items", "--scores"):
+    for arg in ("--base", "--tuned", "--base-samples", "--items", "--scores"):
         parser.add_argument(arg, type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     a = parser.parse_args()
-    run_stage(lambda: main(a.base, a.tuned, a.base_predictions, a.items, a.scores, a.params))
+    run_stage(lambda: main(a.base, a.tuned, a.base_samples, a.items, a.scores, a.params))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Stage report: what the tuned model learned and what it forgot, base vs tuned.
 
-Deps:   this module, both evaluations (scores and predictions), the drift measurement, the
+Deps:   this module, both evaluations (scores, predictions, samples), the drift measurement, the
         mixture's composition (which tasks were trained), the training curve, the adapter's
         run_info (MLflow run). Also reads, not as a dep, the other runs in the MLflow
         experiment, for the learning-vs-forgetting scatter across experiments.
@@ -267,8 +267,8 @@ def main(a: argparse.Namespace) -> None:
         print(f"warning: {message}")
     with open(a.curve) as fh:
         curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-    before = {r["id"]: r for r in base_rows if r["kind"] == "sample"}
-    after = [r for r in tuned_rows if r["kind"] == "sample"]
+    before = {r["id"]: r for r in read_jsonl(a.base_eval / "samples.jsonl")}
+    after = read_jsonl(a.tuned_eval / "samples.jsonl")
     samples = [(r["instruction"], before[r["id"]]["prediction"], r["prediction"])
                for r in after[: p.samples]]
     adapter_info = read_json(a.adapter / "run_info.json")

@@ -98,7 +98,7 @@ def test_method_trains_saves_reloads_and_merges(data: tuple[Path, dict], tmp_pat
         assert merge["max_abs_logit_diff"] is None
         # evaluate scores the unmerged adapter on the base model
         evaluate.main("tuned", merged, root / "formatted", tmp_path / "scores.json",
-                      tmp_path / "predictions.jsonl", pfile)
+                      tmp_path / "predictions.jsonl", tmp_path / "samples.jsonl", pfile)
         scores = json.loads((tmp_path / "scores.json").read_text())
         assert set(scores["tasks"]) == {"sentiment", "reading"}
 

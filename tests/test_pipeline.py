@@ -51,7 +51,7 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
     first = dvc(repo, "repro")
     assert ran(first) == {"prepare_base", "format_data@sentiment", "format_data@reading",
                           "mix_tasks", "train_adapter", "merge_adapter", "evaluate@base",
-                          "evaluate@tuned", "report"}
+                          "evaluate@tuned", "measure_drift", "report"}
     assert "| sentiment | trained task |" in (repo / "reports/forgetting.md").read_text()
     metrics = json.loads(dvc(repo, "metrics", "show", "--json"))
     files = next(iter(metrics.values()))["data"]
@@ -65,11 +65,11 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
 
     set_param(repo, "train_adapter.learning_rate", 1.0e-3)
     assert ran(dvc(repo, "repro")) == {"train_adapter", "merge_adapter", "evaluate@tuned",
-                                       "report"}
+                                       "measure_drift", "report"}
 
     set_param(repo, "mix_tasks.weights.reading", 0.5)  # a weight: mix onward, no formatting
     assert ran(dvc(repo, "repro")) == {"mix_tasks", "train_adapter", "merge_adapter",
-                                       "evaluate@tuned", "report"}
+                                       "evaluate@tuned", "measure_drift", "report"}
 
     from mlflow.tracking import MlflowClient
 

@@ -18,8 +18,9 @@ def fake_eval(folder: Path, sentiment: list[int], capitals: list[int]) -> None:
             for i, c in enumerate(sentiment)]
     rows += [{"kind": "general", "task": "capitals", "id": f"c{i}", "acc": c, "acc_norm": c}
              for i, c in enumerate(capitals)]
-    rows += [{"kind": "sample", "id": "sample-0", "instruction": "Hi", "prediction": "Hello"}]
     write_jsonl(folder / "predictions.jsonl", rows)
+    write_jsonl(folder / "samples.jsonl",
+                [{"id": "sample-0", "instruction": "Hi", "prompt": "Hi", "prediction": "Hello"}])
     write_json(folder / "scores.json", {
         "tasks": {"sentiment": {"metric": "exact_match", "score": sum(sentiment) / len(sentiment),
                                 "n": len(sentiment)}},

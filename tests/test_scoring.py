@@ -155,3 +155,22 @@ def test_text_loglikelihood_matches_a_direct_pass_and_lm_eval_rolling(model_and_
     requests = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)]
     theirs = lm.loglikelihood_rolling(requests, disable_tqdm=True)
     assert [ll for ll, _ in ours] == pytest.approx(theirs, abs=1e-3)
+
+
+def test_label_likelihood_picks_the_likeliest_label_word(model_and_tokenizer) -> None:
+    """A classification task scored by the likelihood of its label words, each label
+    tokenized apart from the prompt as in training, checked against a direct pass."""
+    from stages.common.scoring import label_choice
+
+    model, tok = model_and_tokenizer
+    prompt = "<|im_start|>user\nI loved this DVD!<|im_end|>\n<|im_start|>assistant\n"
+    labels = ["Positive", "Negative", "Neutral"]
+    ctx = tok(prompt, add_special_tokens=False).input_ids
+    direct = []
+    for label in labels:
+        cont = tok(label, add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0], dim=-1)
+        direct.append(sum(float(logp[len(ctx) + i - 1, t]) for i, t in enumerate(cont)))
+    best = max(range(3), key=direct.__getitem__)
+    assert label_choice(model, tok, [{"prompt": prompt, "labels": labels}] * 2, 4) == [best] * 2

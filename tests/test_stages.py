@@ -50,8 +50,9 @@ def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
                        root / "merge.json", pfile)
     for name, model in (("base", w["base"]), ("tuned", w["merged"])):
         evaluate.main(name, model, w["formatted"], root / f"eval/{name}/scores.json",
-                      root / f"eval/{name}/predictions.jsonl", pfile)
-    measure_drift.main(w["base"], w["merged"], root / "eval/base/predictions.jsonl",
+                      root / f"eval/{name}/predictions.jsonl",
+                      root / f"eval/{name}/samples.jsonl", pfile)
+    measure_drift.main(w["base"], w["merged"], root / "eval/base/samples.jsonl",
                        root / "eval/drift/items.jsonl", root / "eval/drift/scores.json", pfile)
     import argparse
 
@@ -174,6 +175,27 @@ def test_evaluate_scores_every_task_and_benchmark(work: dict) -> None:
     assert sum(p["prediction"].lower().split()[0] in labels for p in preds if p["prediction"]) > 6
 
 
+def test_classification_task_scored_by_label_likelihood(work: dict) -> None:
+    from stages.common.artifacts import read_jsonl
+    from stages.common.config import build
+    from stages.common.scoring import label_choice, load_for_eval
+
+    model, tok = load_for_eval(work["merged"])
+    tests = {"sentiment": [dict(r, metric="label_likelihood") for r in
+                           read_jsonl(work["formatted"] / "sentiment/test.jsonl")]}
+    labels = {"sentiment": ["Negative", "Neutral", "Positive"]}
+    p = build(evaluate.EvalParams, TINY_PARAMS["evaluate"], "evaluate")
+    scores, rows = evaluate.score_tasks(model, tok, tests, p, labels)
+    chosen = label_choice(model, tok, [{"prompt": r["prompt"], "labels": labels["sentiment"]}
+                                       for r in tests["sentiment"]], 4)
+    expected = [labels["sentiment"][c] == r["completion"]
+                for c, r in zip(chosen, tests["sentiment"], strict=True)]
+    assert [r["correct"] for r in rows] == expected
+    assert scores["sentiment"] == {"metric": "label_likelihood", "n": len(expected),
+                                   "score": round(sum(expected) / len(expected), 4)}
+    assert all(r["prediction"] in labels["sentiment"] for r in rows)
+
+
 def test_report_tables_figures_and_metrics(work: dict) -> None:
     text = (work["root"] / "reports/forgetting.md").read_text()
     assert "| sentiment | trained task | exact_match |" in text
@@ -204,8 +226,8 @@ def test_text_loss_and_drift_are_computed_and_reported(work: dict) -> None:
     model = AutoModelForCausalLM.from_pretrained(work["merged"]).eval()
     tok = AutoTokenizer.from_pretrained(work["merged"])
     rows = [json.loads(x) for x in
-            (work["root"] / "eval/base/predictions.jsonl").read_text().splitlines()]
-    sample = next(r for r in rows if r["kind"] == "sample" and r["id"] == items[0]["id"])
+            (work["root"] / "eval/base/samples.jsonl").read_text().splitlines()]
+    sample = next(r for r in rows if r["id"] == items[0]["id"])
     prompt = tok(sample["prompt"], add_special_tokens=False).input_ids
     whole = prompt + tok(sample["prediction"], add_special_tokens=False).input_ids
     with torch.no_grad():

@@ -84,6 +84,22 @@ def multiple_choice(model: Any, tokenizer: Any, items: list[dict],
     return results
 
 
+def label_choice(model: Any, tokenizer: Any, items: list[dict], batch_size: int) -> list[int]:
+    """Classification by the likelihood of label words: per item (prompt, labels), the
+    index of the likeliest label as the prompt's continuation. Prompt
+    and label are tokenized apart, as training tokenized them (no space moved across)."""
+    encoded = [(tokenizer(it["prompt"], add_special_tokens=False).input_ids,
+                tokenizer(label, add_special_tokens=False).input_ids)
+               for it in items for label in it["labels"]]
+    flat = token_loglikelihoods(model, tokenizer, encoded, batch_size)
+    chosen, pos = [], 0
+    for it in items:
+        lls = flat[pos : pos + len(it["labels"])]
+        pos += len(it["labels"])
+        chosen.append(max(range(len(lls)), key=lls.__getitem__))
+    return chosen
+
+
 def rolling_windows(tokens: list[int], prefix: int, width: int
                     ) -> list[tuple[list[int], list[int]]]:
     """(input, predicted) windows covering every token once, as lm-eval's
@@ -249,6 +265,9 @@ def final_number(prediction: str, answer: str) -> bool:
     got, want = final_number_of(prediction), final_number_of(answer)
     return got is not None and want is not None and float(got) == float(want)
 
+
+# Task metrics scored by likelihood instead of generation (see label_choice).
+LIKELIHOOD_METRICS = ("label_likelihood",)
 
 METRICS: dict[str, Callable[[str, str], bool]] = {
     "exact_match": exact_match,

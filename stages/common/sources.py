@@ -22,7 +22,7 @@ from stages.common.artifacts import file_sha256, read_jsonl
 from stages.common.builtin_tasks import GENERATORS
 from stages.common.config import ConfigError, DataError, build, require
 from stages.common.formats import FORMATS, required_columns
-from stages.common.scoring import METRICS
+from stages.common.scoring import LIKELIHOOD_METRICS, METRICS
 from stages.common.templates import TRAIN_TURNS
 
 
@@ -31,7 +31,7 @@ class TaskSpec:
     n_train: int  # training examples (0 = all that remain after val and test)
     n_val: int  # validation examples (eval loss after training)
     n_test: int  # test examples (scored by evaluate)
-    metric: str = ""  # how evaluate scores answers; empty = the source's default
+    metric: str = ""  # how evaluate scores answers (or label_likelihood); empty = default
     evaluate: bool = True  # false = format and train on it, but do not score it (replay data)
     train_turns: str = "all"  # multi-turn chats: label all assistant turns, or the last only
 
@@ -40,7 +40,8 @@ class TaskSpec:
             require(getattr(self, name) >= 0, name, "must be >= 0")
         require(self.n_test > 0 or not self.evaluate, "n_test",
                 "must be > 0 for a task that is evaluated (or set evaluate: false)")
-        require(self.metric in ("", *METRICS), "metric", f"must be one of {', '.join(METRICS)}")
+        choices = (*METRICS, *LIKELIHOOD_METRICS)
+        require(self.metric in ("", *choices), "metric", f"must be one of {', '.join(choices)}")
         require(self.train_turns in TRAIN_TURNS, "train_turns",
                 f"must be one of {', '.join(TRAIN_TURNS)}")
 
