@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run test lint compare gpu-check
+.PHONY: install run test lint compare gpu-check bench bench-gpu
 
 install: $(VENV)/.installed
 
@@ -35,5 +35,17 @@ compare: install
 gpu-check: install
 	$(PY) -m pytest -q -m gpu tests/test_gpu.py
 
+# Speed against TRL's SFTTrainer and lm-eval's hf backend (reports/speed/); needs `make run`
+# first (models/base, data/mixed). ../shared/data/piqa, or PIQA=<folder with valid.jsonl>.
+PIQA ?= ../shared/data/piqa
+bench: install
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/speed.py --steps 30 --eval-items 0 --piqa $(PIQA) --out reports/speed
+
+bench-gpu: install
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/speed.py --device cuda --steps 100 --eval-items 0 --eval-batch 64 \
+		--piqa $(PIQA) --out reports/speed-gpu
+
 lint: install
-	$(VENV)/bin/ruff check stages tests
+	$(VENV)/bin/ruff check stages tests benchmarks

@@ -209,7 +209,7 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
     write_jsonl(predictions_path, task_rows + general_rows + text_rows)
     write_jsonl(samples_path, sample_rows)
     write_json(scores_path, scores)
-    run_id = tracking.reopen(tp, model_info.get("mlflow_run_id"))
+    run_id = tracking.find_run(tp, model_info.get("adapter_sha256"))
     tracking.log_metrics(tp, run_id, {f"eval.{name}": {k: v for k, v in scores.items()
                                                        if k != "model"}})
     summary = ", ".join(f"{t} {s['score']:.2f}" for t, s in task_scores.items())

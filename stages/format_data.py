@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from stages.common.artifacts import Timer, atomic_dir, run_info, write_json, write_jsonl
+from stages.common.artifacts import atomic_dir, run_info, write_json, write_jsonl
 from stages.common.cli import run_stage
 from stages.common.config import ConfigError, DataError, build, load_params, require, section
 from stages.common.hygiene import deduplicate
@@ -140,7 +140,6 @@ def main(task_name: str, base: Path, out: Path, metrics_path: Path,
         raise ConfigError(f"format_data.tasks has no task '{task_name}'; "
                           f"tasks: {', '.join(p.tasks)}")
     task = parse_task(task_name, p.tasks[task_name])
-    timer = Timer()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -179,7 +178,7 @@ def main(task_name: str, base: Path, out: Path, metrics_path: Path,
             write_jsonl(tmp / f"{name}.jsonl", records[name])
         write_json(tmp / "run_info.json", run_info(
             "format_data", {k: v for k, v in asdict(p).items() if k != "tasks"} |
-            {"task": p.tasks[task_name]}, timer, task=task_name, source=provenance(task),
+            {"task": p.tasks[task_name]}, task=task_name, source=provenance(task),
             metric=metric, evaluate=task.spec.evaluate, metrics=metrics,
             template={"name": p.template, "sha256_16": template_hash(p.template, tokenizer)},
         ))

@@ -84,7 +84,7 @@ def main(base_dir: Path, tuned_dir: Path, base_samples: Path, items_path: Path,
     scores = {**summarize(items), "seconds": timer.seconds}
     write_jsonl(items_path, items)
     write_json(scores_path, scores)
-    run_id = tracking.reopen(tp, read_json(tuned_dir / "run_info.json").get("mlflow_run_id"))
+    run_id = tracking.find_run(tp, read_json(tuned_dir / "run_info.json").get("adapter_sha256"))
     tracking.log_metrics(tp, run_id, {"drift": scores})
     print(f"measure_drift: base answers cost {scores['base_nll']} nats/token under the base, "
           f"{scores['tuned_nll']} under the tuned model (drift {scores['drift']:+})")

@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stages.common import tracking
-from stages.common.artifacts import Timer, atomic_dir, read_json, read_jsonl, run_info, write_json
+from stages.common.artifacts import (
+    Timer,
+    atomic_dir,
+    read_json,
+    read_jsonl,
+    require_safetensors,
+    run_info,
+    weights_sha256,
+    write_json,
+)
 from stages.common.cli import run_stage
 from stages.common.config import ConfigError, DataError, build, load_params, require, section
 from stages.common.methods import METHODS
@@ -70,7 +79,7 @@ def merge_checked(base_model: Any, adapter: Path, batch: dict, tolerance: float
     """merge_and_unload, then the logits check on the probe batch."""
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(base_model, adapter).eval()
+    model = PeftModel.from_pretrained(base_model, require_safetensors(adapter)).eval()
     before = probe_logits(model, batch)
     merged = model.merge_and_unload().eval()
     diff = float((before - probe_logits(merged, batch)).abs().max())
@@ -84,7 +93,8 @@ def _float_base(ctx: dict) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(ctx["base"], dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(ctx["base"], dtype=torch.float32,
+                                                use_safetensors=True)
 
 
 def _merge(ctx: dict) -> tuple[Any, dict[str, Any]]:
@@ -99,12 +109,12 @@ def _dequantize(ctx: dict) -> tuple[Any, dict[str, Any]]:
     method = METHODS[ctx["info"]["method"]]
     params = build(method.params, ctx["info"]["params"][ctx["info"]["method"]], "adapter")
     quantized = lambda: AutoModelForCausalLM.from_pretrained(  # noqa: E731
-        ctx["base"], dtype=torch.float32, **method.load(params))
+        ctx["base"], dtype=torch.float32, use_safetensors=True, **method.load(params))
     # A fresh 4-bit load: bitsandbytes repacks weights on the CPU's first forward pass.
     target = quantized().dequantize() if ctx["p"].qlora_base == "dequantized" else \
         _float_base(ctx)
     merged, metrics = merge_checked(target, ctx["adapter"], ctx["batch"], ctx["tolerance"])
-    trained = PeftModel.from_pretrained(quantized(), ctx["adapter"]).eval()
+    trained = PeftModel.from_pretrained(quantized(), require_safetensors(ctx["adapter"])).eval()
     # How far the merged model is from what was trained (4-bit base + adapter): information,
     # not a check; 4-bit kernels round differently from a dequantized matmul.
     metrics["diff_vs_4bit_adapter"] = float(
@@ -117,7 +127,8 @@ def _copy(ctx: dict) -> tuple[Any, dict[str, Any]]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(ctx["adapter"], dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(ctx["adapter"], dtype=torch.float32,
+                                                 use_safetensors=True)
     return model, {"merged": True, "max_abs_logit_diff": 0.0,
                    "note": "full fine-tuning trained the whole model; nothing to merge"}
 
@@ -166,12 +177,12 @@ def main(base: Path, adapter: Path, probe: Path, out: Path, metrics_path: Path,
             merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "run_info.json", run_info(
-            "merge_adapter", p, timer, base_model=info.get("base_model"), base_path=str(base),
+            "merge_adapter", p, base_model=info.get("base_model"), base_path=str(base),
             adapter_path=str(adapter), method=info["method"], merged=metrics["merged"],
-            reason=metrics.get("reason"), mlflow_run_id=info.get("mlflow_run_id"),
+            reason=metrics.get("reason"), adapter_sha256=weights_sha256(adapter),
             merge_check=metrics))
-    write_json(metrics_path, metrics)
-    run_id = tracking.reopen(tp, info.get("mlflow_run_id"))
+    write_json(metrics_path, metrics | {"seconds": timer.seconds})
+    run_id = tracking.find_run(tp, weights_sha256(adapter))
     tracking.log_metrics(tp, run_id, {"merge": metrics})
     if metrics["merged"]:
         print(f"merge_adapter: {info['method']}: max |logit diff| "

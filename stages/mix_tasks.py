@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from stages.common.artifacts import (
-    Timer,
     atomic_dir,
     read_json,
     read_jsonl,
@@ -162,7 +161,6 @@ def main(formatted: Path, base: Path, out: Path, metrics: Path,
         if task not in infos:
             raise ConfigError(f"mix_tasks names task '{task}', which format_data did not "
                               f"produce; formatted tasks: {', '.join(infos)}")
-    timer = Timer()
     active = [t for t, w in p.weights.items() if w > 0] + ([p.replay.task] if p.replay.task else [])
     train = {t: read_jsonl(formatted / t / "train.jsonl") for t in active}
     val = {t: read_jsonl(formatted / t / "val.jsonl") for t in active}
@@ -190,7 +188,7 @@ def main(formatted: Path, base: Path, out: Path, metrics: Path,
     with atomic_dir(out) as tmp:
         write_jsonl(tmp / "train.jsonl", mixed_train)
         write_jsonl(tmp / "val.jsonl", mixed_val)
-        write_json(tmp / "run_info.json", run_info("mix_tasks", asdict(p), timer,
+        write_json(tmp / "run_info.json", run_info("mix_tasks", asdict(p),
                                                    composition=summary))
     write_json(metrics, summary)
     shares = ", ".join(f"{t} {c['share']:.2f}" for t, c in summary["tasks"].items())

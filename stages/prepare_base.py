@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from stages.common.artifacts import Timer, atomic_dir, file_sha256, run_info, write_json
+from stages.common.artifacts import atomic_dir, file_sha256, run_info, write_json
 from stages.common.cli import run_stage
 from stages.common.config import ConfigError, build, load_params, require, section
 
@@ -133,7 +133,6 @@ SOURCES: dict[str, Callable[[PrepareBaseParams], tuple[Any, Any, dict]]] = {
 
 def main(out: Path, params_file: Path = Path("params.yaml")) -> None:
     p = build(PrepareBaseParams, section(load_params(params_file), "prepare_base"), "prepare_base")
-    timer = Timer()
     model, tokenizer, provenance = SOURCES[p.source](p)
     if tokenizer.pad_token is None:
         # Batching needs a pad token; padded positions are masked, so any token will do.
@@ -145,7 +144,7 @@ def main(out: Path, params_file: Path = Path("params.yaml")) -> None:
         tokenizer.save_pretrained(tmp)
         write_json(
             tmp / "run_info.json",
-            run_info("prepare_base", p, timer, base_model=provenance, dtype=p.dtype,
+            run_info("prepare_base", p, base_model=provenance, dtype=p.dtype,
                      parameters=n_params, model_type=model.config.model_type),
         )
     print(f"prepare_base: {n_params / 1e6:.1f}M parameters from {p.source} -> {out}")

@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stages.common import tracking
-from stages.common.artifacts import atomic_dir, read_json, read_jsonl, write_json, write_text
+from stages.common.artifacts import (
+    atomic_dir,
+    read_json,
+    read_jsonl,
+    weights_sha256,
+    write_json,
+    write_text,
+)
 from stages.common.cli import run_stage
 from stages.common.config import DataError, build, load_params, require, section
 
@@ -134,14 +141,14 @@ def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
         lines += [f"**Forgetting too much:** the mean change elsewhere is below "
                   f"-{_pct(result['max_forgetting'])} points (report.max_forgetting).", ""]
     lines += text_markdown(result.get("text", []), result.get("drift"))
-    if result.get("experiments") is not None:
-        lines += [f"Learning vs forgetting: this run against {result['experiments']} other "
-                  "run(s) found in MLflow (`experiments.png`).", ""]
+    if any(f.endswith("experiments.png") for f in figures):
+        lines += ["`experiments.png`: learning vs forgetting, this run against every other run "
+                  "of the MLflow experiment (the one figure read from MLflow).", ""]
     lines += [f"![{Path(f).stem}]({f})" for f in figures]
     if train:
         lines += ["", "## Training", "",
                   f"{train.get('steps')} steps, final loss {train.get('final_loss')}, eval loss "
-                  f"{train.get('eval_loss')}, {train.get('tokens_per_s')} tokens/s, "
+                  f"{train.get('eval_loss')}, "
                   f"{train.get('trainable_params')} trainable parameters."]
     if samples:
         lines += ["", "## Sample generations on general prompts", "",
@@ -230,7 +237,7 @@ def other_runs(tp: tracking.TrackingParams, run_id: str | None) -> list[dict]:
     """Learning and forgetting of every other run in the MLflow experiment."""
     keys = ("forgetting.mean_gain", "forgetting.mean_retained_difference")
     return [{"name": r["run_name"], "gain": r[keys[0]], "change": r[keys[1]]}
-            for r in tracking.runs_with(tp, keys) if r["run_id"] != run_id]
+            for r in tracking.runs_with(tp, keys) or [] if r["run_id"] != run_id]
 
 
 def main(a: argparse.Namespace) -> None:
@@ -272,22 +279,21 @@ def main(a: argparse.Namespace) -> None:
     samples = [(r["instruction"], before[r["id"]]["prediction"], r["prediction"])
                for r in after[: p.samples]]
     adapter_info = read_json(a.adapter / "run_info.json")
-    run_id = tracking.reopen(tp, adapter_info.get("mlflow_run_id"))
+    run_id = tracking.find_run(tp, weights_sha256(a.adapter))
     others = other_runs(tp, run_id) if run_id else []
-    result["experiments"] = len(others) if run_id else None
     current = {"name": "this run", "gain": result["mean_gain"],
                "change": result["mean_retained_difference"]}
     with atomic_dir(a.figures) as tmp:
         names = plot(result, curve, (others, current), tmp)
     rel = [str((a.figures / n).relative_to(a.markdown.parent)) for n in names]
     write_text(a.markdown, markdown(result, samples, adapter_info.get("metrics", {}), rel))
-    write_json(a.metrics, {k: v for k, v in result.items() if k != "experiments"})
+    write_json(a.metrics, result)
     write_text(a.plot, "benchmark,base,tuned\n" + "".join(
         f"{r['benchmark']},{r['base']},{r['tuned']}\n" for r in result["rows"]))
     tracking.log_metrics(tp, run_id, {
         "eval.base": {k: v for k, v in base.items() if k != "model"},
         "forgetting": {k: v for k, v in result.items()
-                       if k not in ("rows", "text", "max_forgetting", "experiments")},
+                       if k not in ("rows", "text", "max_forgetting")},
         "forgetting.difference": {r["benchmark"]: r["difference"] for r in result["rows"]},
         "forgetting.text_rise": {r["corpus"]: r["rise"] for r in result["text"]},
     })

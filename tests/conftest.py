@@ -7,6 +7,7 @@ the model is a 2-layer Llama with random weights, saved as safetensors like any 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -98,6 +99,7 @@ TINY_PARAMS = {
     "report": {"samples": 3, "bootstrap": 200, "seed": 0, "max_forgetting": 0.1,
                "on_forgetting": "warn"},
     "tracking": {"uri": "", "experiment": "tests", "enabled": True},
+    "safety": {"allow_outside_paths": True},  # the tiny model lives in a pytest tmp folder
 }
 
 
@@ -125,9 +127,37 @@ def copy_repo(dest: Path) -> Path:
         if (REPO / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dest / name)
+    # Fixed dates: two copies get the same commit id, so their run_info.json can match.
+    env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+           "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=dest, check=True)
+        subprocess.run(cmd, cwd=dest, check=True, env=env)
     return dest
+
+
+def dvc(repo: Path, *args: str, env: dict | None = None, ok: bool = True) -> str:
+    """Run dvc in `repo` with this interpreter's environment; stdout + stderr."""
+    import subprocess
+    import sys
+
+    full = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full |= {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+             **(env or {})}  # the repo's own MLflow store unless `env` names one
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=full,
+                          capture_output=True, text=True)
+    if ok:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def tiny_repo(dest: Path, tiny_model: Path, **train: object) -> Path:
+    """A copy of the project whose params run the pipeline on the tiny model."""
+    repo = copy_repo(dest)
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["prepare_base"]["local_path"] = str(tiny_model)
+    params["train_adapter"].update(train)
+    write_params(repo / "params.yaml", params)
+    return repo
 
 

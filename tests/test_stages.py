@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from stages import (
     evaluate,
@@ -96,7 +97,7 @@ def test_prepare_base_hub_code_path_on_a_local_folder(tmp_path: Path, tiny_model
 
 def test_prepare_base_missing_local_folder_writes_nothing(tmp_path: Path) -> None:
     pfile = write_params(tmp_path / "p.yaml", {"prepare_base": {
-        "source": "local", "local_path": str(tmp_path / "nope")}})
+        "source": "local", "local_path": "nope"}})
     with pytest.raises(ConfigError, match=r"prepare_base\.local_path: .*nope is not a folder"):
         prepare_base.main(tmp_path / "out", pfile)
     assert not (tmp_path / "out").exists()
@@ -127,6 +128,38 @@ def test_training_lowers_the_loss(work: dict) -> None:
     metrics = json.loads((work["root"] / "train.json").read_text())
     assert metrics["steps"] == 20 and metrics["tokens_per_s"] > 0
     assert 0 < metrics["trainable_params"] < metrics["total_params"]
+
+
+def test_same_params_and_data_give_the_same_adapter_bytes(work: dict, tmp_path: Path) -> None:
+    """Determinism on CPU needs only the seeds (train_adapter.seed: adapter init via
+    set_seed before the model is built, Trainer's seed and data_seed) and PyTorch's CPU
+    kernels, which are deterministic for a fixed thread count. It also holds with MLflow
+    off (the first run logged to MLflow, this one does not): no run id, wall time or
+    memory figure is written into the adapter folder."""
+    params = json.loads(json.dumps(yaml.safe_load(work["params"].read_text())))
+    params["tracking"]["enabled"] = False
+    pfile = write_params(tmp_path / "params.yaml", params)
+    train_adapter.main(work["base"], work["mixed"], tmp_path / "adapter", tmp_path / "t.json",
+                       tmp_path / "c.csv", pfile)
+    first = sorted(p.name for p in work["adapter"].iterdir())
+    assert first == sorted(p.name for p in (tmp_path / "adapter").iterdir())
+    for name in first:
+        assert (work["adapter"] / name).read_bytes() == (tmp_path / "adapter" / name).read_bytes()
+
+
+def test_a_crash_while_writing_leaves_no_adapter(work: dict, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    params = yaml.safe_load(work["params"].read_text())
+    params["tracking"]["enabled"] = False
+    pfile = write_params(tmp_path.parent / f"{tmp_path.name}.yaml", params)
+    monkeypatch.setattr(train_adapter, "run_info", crash)  # after the weights are saved
+    with pytest.raises(OSError, match="disk full"):
+        train_adapter.main(work["base"], work["mixed"], tmp_path / "adapter",
+                           tmp_path / "t.json", tmp_path / "c.csv", pfile)
+    assert list(tmp_path.iterdir()) == []  # no adapter, no temporary folder, no metrics
 
 
 def test_adapter_loads_with_plain_peft_and_matches_merged(work: dict) -> None:

@@ -131,8 +131,13 @@ class Timer:
         return round(time.perf_counter() - self.start, 2)
 
 
-def run_info(stage: str, params: Any, timer: Timer, **extra: Any) -> dict[str, Any]:
-    """The self-description written beside every artifact."""
+def run_info(stage: str, params: Any, **extra: Any) -> dict[str, Any]:
+    """The self-description written beside every artifact: params, inputs, code, versions.
+
+    Deliberately nothing that changes from one identical run to the next (wall time, peak
+    memory, MLflow run ids): DVC identifies an out by its bytes, so a wall time inside it
+    would make every re-run look like new data and re-run every stage below. Timings and
+    memory go to the stage's metrics file and to MLflow instead."""
     import dataclasses
 
     resolved = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else params
@@ -142,6 +147,23 @@ def run_info(stage: str, params: Any, timer: Timer, **extra: Any) -> dict[str, A
         **extra,
         "git_commit": git_commit(),
         "packages": package_versions(),
-        "wall_time_s": timer.seconds,
-        "peak_memory_mb": peak_memory_mb(),
     }
+
+
+def require_safetensors(folder: str | Path) -> Path:
+    """Weights are loaded only from safetensors (no pickle: a .bin can run code on load)."""
+    folder = Path(folder)
+    if not any(folder.glob("*.safetensors")):
+        raise DataError(f"{folder} holds no *.safetensors weights; only safetensors are "
+                        "loaded (convert .bin / .pt checkpoints first)")
+    return folder
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """One sha256 over a folder's *.safetensors files (name and bytes, sorted by name):
+    the identity of an adapter or model's weights."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        digest.update(path.name.encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()

@@ -54,7 +54,58 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must be a mapping of stage names to sections")
+    check_paths(data, path.resolve().parent)
     return data
+
+
+def user_paths(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """(dotted key, value) of every file or folder path a user can put in params.yaml."""
+    found = []
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, str) and value:
+            found.append((key, value))
+
+    def block(name: str) -> dict:
+        value = params.get(name)
+        return value if isinstance(value, dict) else {}
+
+    def entries(node: Any) -> list:
+        return list(node.items()) if isinstance(node, dict) else []
+
+    add("prepare_base.local_path", block("prepare_base").get("local_path"))
+    for task, spec in entries(block("format_data").get("tasks")):
+        if isinstance(spec, dict) and spec.get("source") == "file":
+            add(f"format_data.tasks.{task}.path", spec.get("path"))
+        if isinstance(spec, dict) and spec.get("source") == "hf_dataset" and \
+                Path(str(spec.get("name", ""))).is_dir():
+            add(f"format_data.tasks.{task}.name", spec.get("name"))
+    ev = block("evaluate")
+    for name, spec in entries(ev.get("files")):
+        for key in ("path", "labels"):
+            add(f"evaluate.files.{name}.{key}", spec.get(key) if isinstance(spec, dict) else None)
+    for name, spec in entries(ev.get("text_files")):
+        add(f"evaluate.text_files.{name}.path", spec.get("path") if isinstance(spec, dict)
+            else None)
+    add("evaluate.lm_eval_include", ev.get("lm_eval_include"))
+    return found
+
+
+def check_paths(params: dict[str, Any], root: Path) -> None:
+    """Paths in params stay inside the repository (the folder of params.yaml), so a
+    shared params file cannot make a stage read ~/.ssh or /etc; `safety.allow_outside_paths:
+    true` allows absolute paths and `..` for data kept elsewhere."""
+    safety = params.get("safety") or {}
+    if not isinstance(safety, dict) or not isinstance(safety.get("allow_outside_paths", False),
+                                                        bool):
+        raise ConfigError("safety.allow_outside_paths must be true or false")
+    if safety.get("allow_outside_paths"):
+        return
+    for key, value in user_paths(params):
+        resolved = (root / value).resolve()
+        if Path(value).is_absolute() or not resolved.is_relative_to(root.resolve()):
+            raise ConfigError(
+                f"{key}: {value} is outside the repository; put the data under data/raw/ "
+                "(a dep of the stages that read it), or set safety.allow_outside_paths: true")
 
 
 def section(params: dict[str, Any], name: str, path: str = "params.yaml") -> dict[str, Any]:

@@ -69,13 +69,32 @@ def token_loglikelihoods(model: Any, tokenizer: Any, encoded: list[tuple[list[in
 
 def multiple_choice(model: Any, tokenizer: Any, items: list[dict],
                     batch_size: int) -> list[dict[str, int]]:
-    """Per item: correct under acc and acc_norm. Items have context, choices, answer."""
-    pairs = [(it["context"], " " + choice) for it in items for choice in it["choices"]]
-    flat = loglikelihoods(model, tokenizer, pairs, batch_size)
-    results, pos = [], 0
-    for it in items:
-        lls = flat[pos : pos + len(it["choices"])]
-        pos += len(it["choices"])
+    """Per item: correct under acc and acc_norm. Items have context, choices, answer.
+    Each question's choices are scored in one packed row (stages/common/packing.py)
+    unless the model's output layer does not see the input one to one (prompt learning)."""
+    from stages.common.completion_loss import selectable
+
+    if selectable(model):
+        from stages.common.packing import grouped_loglikelihoods
+
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None \
+            else tokenizer.eos_token_id
+        groups = []
+        for it in items:
+            pairs = [encode_pair(tokenizer, it["context"], " " + c) for c in it["choices"]]
+            groups.append([(ctx or [prefix], cont) for ctx, cont in pairs])  # as lm-eval
+        per_item = grouped_loglikelihoods(
+            model, groups, batch_size, tokenizer.pad_token_id,
+            lambda batches: progress(batches, "multiple-choice batches"))
+    else:
+        pairs = [(it["context"], " " + choice) for it in items for choice in it["choices"]]
+        flat = loglikelihoods(model, tokenizer, pairs, batch_size)
+        per_item, pos = [], 0
+        for it in items:
+            per_item.append(flat[pos : pos + len(it["choices"])])
+            pos += len(it["choices"])
+    results = []
+    for it, lls in zip(items, per_item, strict=True):
         normed = [ll / len(choice) for ll, choice in zip(lls, it["choices"], strict=True)]
         results.append({
             "acc": int(max(range(len(lls)), key=lls.__getitem__) == it["answer"]),
@@ -155,21 +174,29 @@ def text_loglikelihoods(model: Any, tokenizer: Any, texts: list[str], width: int
 
 def load_for_eval(model_dir: Any) -> tuple[Any, Any]:
     """(model, tokenizer) from a model folder, or from an adapter folder that could not be
-    merged (its run_info.json names the base), in float32 for scoring."""
+    merged (its run_info.json names the base), in float32 for scoring, on the GPU if
+    there is one."""
     import json
     from pathlib import Path
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from stages.common.artifacts import require_safetensors
+
     model_dir = Path(model_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if (model_dir / "adapter_config.json").exists():
         from peft import PeftModel
 
         base_path = json.loads((model_dir / "run_info.json").read_text())["base_path"]
-        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-        return PeftModel.from_pretrained(base, model_dir).eval(), tokenizer
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval(), tokenizer
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32,
+                                                    use_safetensors=True)
+        adapter = PeftModel.from_pretrained(base, require_safetensors(model_dir))
+        return adapter.to(device).eval(), tokenizer
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                 use_safetensors=True)
+    return model.to(device).eval(), tokenizer
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,

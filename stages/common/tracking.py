@@ -1,26 +1,34 @@
 """MLflow tracking: one run per trained adapter, shared by train, merge, evaluate and report.
 
-train_adapter creates the run and writes its id into the adapter's run_info.json; later
-stages read it from their input's run_info and log into the same run. DVC metrics files
+train_adapter creates the run and tags it with the sha256 of the adapter's weights; later
+stages find the run by that tag (`find_run`), so no run id is written into any DVC output
+and the outputs are the same bytes whether MLflow is up or not. DVC metrics files
 stay the record; MLflow mirrors them, so the `tracking:` params are deliberately not DVC
 params (changing where runs are logged must not re-run the pipeline).
 
 The store is the URI in $MLFLOW_TRACKING_URI, else `tracking.uri` in params.yaml, else
 `sqlite:///<repo>/mlflow.db`, the file `mlflow ui` opens by default in the repo root.
+A store that cannot be reached (a server that refuses connections, a dead sqlite path)
+gives one warning per stage and no tracking; the stage's outputs are unchanged.
+`tracking.required: true` makes it an error instead.
 `dvc exp run --temp/--queue` executes in <repo>/.dvc/tmp/exps/<name>/; the default store
 is resolved to the repository above that folder so every experiment lands in one store.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Mapping
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.common.config import build, require
+from stages.common.config import ConfigError, build, require
 
 log = logging.getLogger(__name__)
 EXPERIMENT_TEMP = (".dvc", "tmp", "exps")
@@ -31,9 +39,83 @@ class TrackingParams:
     uri: str = ""  # empty = sqlite:///<repo>/mlflow.db; $MLFLOW_TRACKING_URI wins over this
     experiment: str = "forgetful"  # MLflow experiment name
     enabled: bool = True  # false = log nothing to MLflow (DVC outputs are the same)
+    required: bool = False  # true = an unreachable store fails the stage instead of a warning
 
     def __post_init__(self) -> None:
         require(bool(self.experiment), "experiment", "must be a non-empty name")
+
+
+class TrackingUnavailable(ConfigError):
+    """The store cannot be reached and tracking.required is true."""
+
+
+ADAPTER_TAG = "forgetful.adapter_sha256"
+_down: dict[str, str] = {}  # uri -> why, once per process
+
+
+def redact(uri: str) -> str:
+    """The URI without credentials (user:token@host -> ***@host), for messages."""
+    return re.sub(r"//[^/@]*@", "//***@", uri)
+
+
+def _unreachable(p: TrackingParams, why: str) -> None:
+    uri = tracking_uri(p)
+    if p.required:
+        raise TrackingUnavailable(
+            f"MLflow store {redact(uri)} is unreachable ({why}) and tracking.required is true; "
+            "start the server, fix tracking.uri / MLFLOW_TRACKING_URI, or set required: false")
+    if uri not in _down:
+        log.warning("warning: MLflow store %s is unreachable (%s); this stage logs nothing to "
+                    "MLflow, its outputs are the same (tracking.required: true fails instead)",
+                    redact(uri), why)
+    _down[uri] = why
+
+
+def _probe(uri: str) -> str | None:
+    """For an HTTP store: why it cannot be reached in 3 s, or None. Without this, MLflow's
+    client retries a refused connection for minutes."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=3).close()  # noqa: S310
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (OSError, ValueError) as err:
+        return type(err).__name__ + (f": {err.reason}" if hasattr(err, "reason") else "")
+    return None
+
+
+def available(p: TrackingParams) -> bool:
+    """Tracking is on and the store answers (probed once per process)."""
+    if not p.enabled:
+        return False
+    uri = tracking_uri(p)
+    if uri in _down:
+        return False
+    why = _probe(uri)
+    if why:
+        _unreachable(p, why)
+        return False
+    return True
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a tracking call only if the store is available; a failure inside it (the store
+    went away mid-run) becomes the same one warning, or TrackingUnavailable if required."""
+
+    @functools.wraps(fn)
+    def call(p: TrackingParams, *args: Any, **kwargs: Any) -> Any:
+        if not available(p):
+            return None
+        try:
+            return fn(p, *args, **kwargs)
+        except TrackingUnavailable:
+            raise
+        except Exception as err:  # noqa: BLE001 (any store failure must not fail the stage)
+            _unreachable(p, f"{type(err).__name__}: {redact(str(err))[:200]}")
+            return None
+
+    return call
 
 
 def load(params: Mapping[str, Any]) -> TrackingParams:
@@ -86,11 +168,10 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+@guarded
 def start_run(p: TrackingParams, run_name: str, params: Mapping[str, Any],
               tags: Mapping[str, str]) -> str | None:
     """Create the pipeline's run; returns its id, or None when tracking is disabled."""
-    if not p.enabled:
-        return None
     c = client(p)
     run = c.create_run(_experiment_id(c, p), run_name=run_name, tags=dict(tags))
     for key, value in flatten(params).items():
@@ -98,9 +179,10 @@ def start_run(p: TrackingParams, run_name: str, params: Mapping[str, Any],
     return run.info.run_id
 
 
+@guarded
 def log_metrics(p: TrackingParams, run_id: str | None, metrics: Mapping[str, Any],
                 step: int | None = None) -> None:
-    if not (p.enabled and run_id):
+    if not run_id:
         return
     c = client(p)
     for key, value in flatten(metrics).items():
@@ -108,9 +190,10 @@ def log_metrics(p: TrackingParams, run_id: str | None, metrics: Mapping[str, Any
             c.log_metric(run_id, key, float(value), step=step or 0)
 
 
+@guarded
 def log_artifacts(p: TrackingParams, run_id: str | None, paths: list[Path],
                   artifact_path: str | None = None) -> None:
-    if not (p.enabled and run_id):
+    if not run_id:
         return
     c = client(p)
     for path in paths:
@@ -120,14 +203,40 @@ def log_artifacts(p: TrackingParams, run_id: str | None, paths: list[Path],
             c.log_artifact(run_id, str(path), artifact_path)
 
 
+@guarded
 def finish(p: TrackingParams, run_id: str | None) -> None:
-    if p.enabled and run_id:
+    if run_id:
         client(p).set_terminated(run_id)
 
 
+@guarded
+def tag_adapter(p: TrackingParams, run_id: str | None, sha256: str) -> None:
+    """Mark the run as the one that trained the adapter with these weights."""
+    if run_id:
+        client(p).set_tag(run_id, ADAPTER_TAG, sha256)
+
+
+@guarded
+def find_run(p: TrackingParams, sha256: str | None) -> str | None:
+    """The newest run of the experiment that trained the adapter with these weights, or
+    None (with a warning) if the store has none."""
+    if not sha256:
+        return None
+    c = client(p)
+    found = c.get_experiment_by_name(p.experiment)
+    runs = c.search_runs([found.experiment_id], f"tags.`{ADAPTER_TAG}` = '{sha256}'",
+                         order_by=["attribute.start_time DESC"], max_results=1) if found else []
+    if not runs:
+        log.warning("warning: no MLflow run in %s trained the adapter %s…; this stage logs "
+                    "nothing to MLflow", redact(tracking_uri(p)), sha256[:12])
+        return None
+    return runs[0].info.run_id
+
+
+@guarded
 def reopen(p: TrackingParams, run_id: str | None) -> str | None:
-    """The run id to log into, if that run exists in the store; None (with a warning) if not."""
-    if not (p.enabled and run_id):
+    """The run id, if that run exists in the store; None (with a warning) if not."""
+    if not run_id:
         return None
     from mlflow.exceptions import MlflowException
 
@@ -135,16 +244,15 @@ def reopen(p: TrackingParams, run_id: str | None) -> str | None:
         client(p).get_run(run_id)
     except MlflowException:
         log.warning("MLflow run %s is not in %s; this stage logs nothing to MLflow",
-                    run_id, tracking_uri(p))
+                    run_id, redact(tracking_uri(p)))
         return None
     return run_id
 
 
+@guarded
 def runs_with(p: TrackingParams, keys: tuple[str, ...]) -> list[dict[str, Any]]:
     """Every run of the experiment that has all `keys` as metrics: name, id and those values
     (for plots across experiments). Empty when tracking is disabled."""
-    if not p.enabled:
-        return []
     c = client(p)
     found = c.get_experiment_by_name(p.experiment)
     if found is None:

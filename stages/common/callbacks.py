@@ -1,0 +1,57 @@
+"""Trainer callbacks of train_adapter: the training curve (DVC plot, MLflow, checkpoints)
+and AdaLoRA's rank budget step."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from stages.common import checkpoints, tracking
+
+
+def make_callback(tp: tracking.TrackingParams, run_id: str | None, curve: list[dict]) -> Any:
+    from transformers import TrainerCallback
+
+    class CurveLogger(TrainerCallback):
+        """Keeps the training curve for the DVC plot and mirrors it to MLflow."""
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            # On a resumed run the state (step, tokens seen) comes from the checkpoint.
+            self.t0, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
+            self.start_tokens = state.num_input_tokens_seen
+
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.exists():
+                checkpoints.save_curve(folder, curve)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any):
+            if not logs or "loss" not in logs:
+                return
+            now, tokens = time.perf_counter(), state.num_input_tokens_seen
+            point = {
+                "step": state.global_step,
+                "loss": round(float(logs["loss"]), 5),
+                "learning_rate": float(logs.get("learning_rate", 0.0)),
+                "tokens_per_s": round((tokens - self.tokens0) / max(now - self.t0, 1e-9), 1),
+            }
+            self.t0, self.tokens0 = now, tokens
+            curve.append(point)
+            tracking.log_metrics(tp, run_id, {k: v for k, v in point.items() if k != "step"},
+                                 step=state.global_step)
+
+    return CurveLogger()
+
+
+def rank_allocator() -> Any:
+    from transformers import TrainerCallback
+
+    class RankAllocator(TrainerCallback):
+        """AdaLoRA's budget step: after the optimizer step, before gradients are zeroed."""
+
+        def on_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None,
+                              **kw: Any) -> None:
+            model.base_model.update_and_allocate(state.global_step)
+
+    return RankAllocator
