@@ -158,8 +158,11 @@ def train(p: TrainParams, base: Path, train_set: list[dict], val_set: list[dict]
             eval_strategy="no", report_to="none", seed=p.seed,
             full_determinism=p.deterministic,
             data_seed=p.seed, use_cpu=not cuda,
-            gradient_checkpointing=p.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
+            # (named activation_checkpointing from transformers 5.2x on; the old name works
+            # across 5.x, so it is passed only when asked for)
+            **({"gradient_checkpointing": True,
+                "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+               if p.gradient_checkpointing else {}),
             **distributed.precision_args(p.precision, cuda,
                                          cuda and torch.cuda.is_bf16_supported()),
             **(distributed.STRATEGIES[p.strategy] if distributed.world_size() > 1 else {}),

@@ -132,12 +132,14 @@ class Timer:
 
 
 def run_info(stage: str, params: Any, **extra: Any) -> dict[str, Any]:
-    """The self-description written beside every artifact: params, inputs, code, versions.
+    """The self-description written beside every artifact: params, inputs, versions.
 
     Deliberately nothing that changes from one identical run to the next (wall time, peak
-    memory, MLflow run ids): DVC identifies an out by its bytes, so a wall time inside it
-    would make every re-run look like new data and re-run every stage below. Timings and
-    memory go to the stage's metrics file and to MLflow instead."""
+    memory, MLflow run ids, the git commit): DVC identifies an out by its bytes, so a wall
+    time or a commit id inside it would make a re-run after any commit look like new data
+    and re-run every stage below. The code is pinned by dvc.lock (the md5 of every code
+    dep); the commit is a tag of the MLflow run; timings and memory go to the stage's
+    metrics file and to MLflow."""
     import dataclasses
 
     resolved = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else params
@@ -145,7 +147,6 @@ def run_info(stage: str, params: Any, **extra: Any) -> dict[str, Any]:
         "stage": stage,
         "params": resolved,
         **extra,
-        "git_commit": git_commit(),
         "packages": package_versions(),
     }
 
