@@ -10,8 +10,12 @@ Run:    python -m stages.train_adapter --base models/base --data data/mixed \
             --out models/adapter --metrics reports/metrics/train.json \
             --curve reports/plots/train_curve.csv
 
-Uses transformers' Trainer (optimizer, schedule, accumulation, devices); our code only
-tokenizes with label masking and logs to MLflow from a callback.
+Uses transformers' Trainer (optimizer, schedule, accumulation, devices, DDP/FSDP under
+torchrun, checkpoints); our code tokenizes with label masking, computes the output layer
+only where a label is (stages/common/completion_loss.py), resumes from checkpoints of the
+same inputs, and logs to MLflow from a callback. The adapter folder is the same bytes on
+every identical run, so re-running this stage after a code change that does not change
+the result re-runs nothing below it.
 """
 
 from __future__ import annotations
