@@ -72,11 +72,11 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"{path} is not valid JSON: {err}") from err
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-empty line; a bad line is a DataError naming it."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path} not found; run the stage that produces it (dvc repro)")
-    records = []
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -86,8 +86,11 @@ def read_jsonl(path: str | Path) -> list[dict]:
             raise DataError(f"{path}:{lineno}: malformed JSON line ({err.msg})") from err
         if not isinstance(record, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-        records.append(record)
-    return records
+        yield lineno, record
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    return [record for _, record in iter_jsonl(path)]
 
 
 def file_sha256(path: str | Path) -> str:

@@ -17,7 +17,6 @@ split into documents by blank lines (`paragraphs`), by WikiText's ` = Title = ` 
 from __future__ import annotations
 
 import csv
-import json
 import random
 import re
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stages.common.artifacts import iter_jsonl
 from stages.common.config import DataError, require
 
 CAPITALS = {
@@ -98,15 +98,12 @@ def facts() -> list[dict]:
 
 def _mc_jsonl(path: Path, labels: str) -> list[dict]:
     items = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, row in iter_jsonl(path):
         try:
-            row = json.loads(line)
             choices, answer = list(row["choices"]), int(row["answer"])
             items.append({"context": f"Question: {row['question']}\nAnswer:",
                           "choices": [str(c) for c in choices], "answer": answer})
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"{path}:{lineno}: expected question, choices (a list) and answer "
                             f"(an index) ({err})") from err
         if not 0 <= answer < len(choices):
@@ -118,12 +115,17 @@ def _piqa(path: Path, labels: str) -> list[dict]:
     if not labels or not Path(labels).exists():
         raise DataError(f"{path}: PIQA needs its labels file (labels: valid-labels.lst)")
     answers = [int(x) for x in Path(labels).read_text().split()]
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = list(iter_jsonl(path))
     if len(rows) != len(answers):
         raise DataError(f"{path}: {len(rows)} questions but {labels} has {len(answers)} labels")
-    # lm-eval's piqa task: "Question: {goal}\nAnswer:" with choices [sol1, sol2]
-    return [{"context": f"Question: {r['goal']}\nAnswer:", "choices": [r["sol1"], r["sol2"]],
-             "answer": a} for r, a in zip(rows, answers, strict=True)]
+    items = []
+    for (lineno, r), a in zip(rows, answers, strict=True):
+        if not all(isinstance(r.get(k), str) for k in ("goal", "sol1", "sol2")):
+            raise DataError(f"{path}:{lineno}: expected goal, sol1 and sol2 (strings)")
+        # lm-eval's piqa task: "Question: {goal}\nAnswer:" with choices [sol1, sol2]
+        items.append({"context": f"Question: {r['goal']}\nAnswer:",
+                      "choices": [r["sol1"], r["sol2"]], "answer": a})
+    return items
 
 
 def _mmlu_csv(path: Path, labels: str) -> list[dict]:
