@@ -26,7 +26,7 @@ from stages.common import tracking
 from stages.common.artifacts import Timer, read_json, read_jsonl, write_json, write_jsonl
 from stages.common.cli import run_stage
 from stages.common.config import DataError, build, load_params, require, section
-from stages.common.scoring import load_for_eval, token_loglikelihoods
+from stages.common.scoring import encode_apart, load_for_eval, token_loglikelihoods
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,7 @@ def answers_of(predictions: list[dict]) -> list[dict]:
 
 def encode_answers(tokenizer: Any, answers: list[dict]) -> list[tuple[list[int], list[int]]]:
     """(prompt tokens, answer tokens), each tokenized on its own as generation saw them."""
-    return [(tokenizer(r["prompt"], add_special_tokens=False).input_ids,
-             tokenizer(r["prediction"], add_special_tokens=False).input_ids) for r in answers]
+    return [encode_apart(tokenizer, r["prompt"], r["prediction"]) for r in answers]
 
 
 def answer_nll(model: Any, tokenizer: Any, encoded: list, batch_size: int) -> list[float]:

@@ -42,6 +42,23 @@ def test_bad_benchmark_files_name_the_line(tmp_path: Path) -> None:
                                           labels=str(tmp_path / "l.lst")))
 
 
+def write_lm_eval_task(folder: Path, name: str, items: list[dict]) -> Path:
+    """The items as a mc_jsonl file plus an lm-eval task YAML over it, in `folder`.
+    lm-eval renders the question itself, from its own task definition."""
+    folder.mkdir()
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps({"question": question_of(it), "choices": it["choices"],
+                                        "answer": it["answer"]}) + "\n" for it in items))
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
+        'doc_to_choice: "{{choices}}"\ndoc_to_target: answer\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    return data
+
+
 def test_scores_agree_with_lm_evaluation_harness(tmp_path: Path, tiny_model: Path) -> None:
     """The same local multiple-choice file, the same model: lm-eval's Python API and our
     evaluator must give the same acc and acc_norm, item by item."""
@@ -51,18 +68,7 @@ def test_scores_agree_with_lm_evaluation_harness(tmp_path: Path, tiny_model: Pat
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     items = BENCHMARKS["capitals"]() + BENCHMARKS["facts"]() + BENCHMARKS["opposites"]()
-    data = tmp_path / "items.jsonl"
-    data.write_text("".join(json.dumps({"question": question_of(it), "choices": it["choices"],
-                                        "answer": it["answer"]}) + "\n" for it in items))
-    # lm-eval renders the question itself, from its own task definition.
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "forgetful_mc.yaml").write_text(
-        "task: forgetful_mc\ndataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
-        "output_type: multiple_choice\n"
-        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
-        'doc_to_choice: "{{choices}}"\ndoc_to_target: answer\n'
-        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    data = write_lm_eval_task(tmp_path / "tasks", "forgetful_mc", items)
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     result = lm_eval.simple_evaluate(
@@ -106,17 +112,7 @@ def test_lm_eval_task_names_run_through_lm_eval(tmp_path: Path, tiny_model: Path
     from stages.common.harness import run_tasks
 
     items = BENCHMARKS["facts"]()
-    data = tmp_path / "facts.jsonl"
-    data.write_text("".join(json.dumps({"question": question_of(it), "choices": it["choices"],
-                                        "answer": it["answer"]}) + "\n" for it in items))
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "local_facts.yaml").write_text(
-        "task: local_facts\ndataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
-        "output_type: multiple_choice\n"
-        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
-        'doc_to_choice: "{{choices}}"\ndoc_to_target: answer\n'
-        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    write_lm_eval_task(tmp_path / "tasks", "local_facts", items)
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     scores, rows = run_tasks(model, tokenizer, ("local_facts",), str(tmp_path / "tasks"), 0, 8)

@@ -16,6 +16,12 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def scores(rows: list[dict], path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
@@ -27,9 +33,7 @@ def scores(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("score")
     ax.set_title("Base vs tuned: learned (trained tasks) and kept (the rest)")
     ax.legend(loc="upper right", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def curve(points: list[dict], path: Path) -> None:
@@ -39,9 +43,7 @@ def curve(points: list[dict], path: Path) -> None:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (completion tokens)")
     ax.set_title("Training curve")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def experiments(points: list[dict], current: dict, path: Path) -> None:
@@ -61,6 +63,4 @@ def experiments(points: list[dict], current: dict, path: Path) -> None:
     ax.set_ylabel("kept: mean change elsewhere (points)")
     ax.set_title("Learning vs forgetting across experiments")
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)

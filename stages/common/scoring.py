@@ -77,8 +77,7 @@ def multiple_choice(model: Any, tokenizer: Any, items: list[dict],
     if selectable(model):
         from stages.common.packing import grouped_loglikelihoods
 
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None \
-            else tokenizer.eos_token_id
+        prefix = prefix_token(tokenizer)
         groups = []
         for it in items:
             pairs = [encode_pair(tokenizer, it["context"], " " + c) for c in it["choices"]]
@@ -107,8 +106,7 @@ def label_choice(model: Any, tokenizer: Any, items: list[dict], batch_size: int)
     """Classification by the likelihood of label words: per item (prompt, labels), the
     index of the likeliest label as the prompt's continuation. Prompt
     and label are tokenized apart, as training tokenized them (no space moved across)."""
-    encoded = [(tokenizer(it["prompt"], add_special_tokens=False).input_ids,
-                tokenizer(label, add_special_tokens=False).input_ids)
+    encoded = [encode_apart(tokenizer, it["prompt"], label)
                for it in items for label in it["labels"]]
     flat = token_loglikelihoods(model, tokenizer, encoded, batch_size)
     chosen, pos = [], 0
@@ -138,38 +136,37 @@ def rolling_windows(tokens: list[int], prefix: int, width: int
 def text_loglikelihoods(model: Any, tokenizer: Any, texts: list[str], width: int,
                         batch_size: int) -> list[tuple[float, int]]:
     """Per text: (summed log-probability of all its tokens, token count), by rolling
-    windows of at most `width` tokens (lm-eval's `loglikelihood_rolling`)."""
-    # lm-eval's HFLM.prefix_token_id: the BOS token if the tokenizer has one, else EOS.
-    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None \
-        else tokenizer.eos_token_id
-    windows, owner = [], []
+    windows of at most `width` tokens (lm-eval's `loglikelihood_rolling`). Each window is
+    scored as a (context, continuation) pair whose model input, (context + continuation)
+    minus its last token, is exactly the window's input (lm-eval's make_disjoint_window)."""
+    pairs, owner = [], []
     for n, text in enumerate(texts):
         for inp, pred in rolling_windows(tokenizer(text, add_special_tokens=False).input_ids,
-                                         prefix, width):
-            windows.append((inp, pred))
+                                         prefix_token(tokenizer), width):
+            pairs.append((inp[: len(inp) - len(pred) + 1], pred))
             owner.append(n)
-    order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
     sums = [0.0] * len(texts)
     counts = [0] * len(texts)
-    device = next(model.parameters()).device
-    for start in progress(range(0, len(order), batch_size), "text log-likelihood batches"):
-        idx = order[start : start + batch_size]
-        width_now = max(len(windows[i][0]) for i in idx)
-        ids = torch.full((len(idx), width_now), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(idx):
-            ids[row, : len(windows[i][0])] = torch.tensor(windows[i][0])
-            mask[row, : len(windows[i][0])] = 1
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            logprobs = torch.log_softmax(logits[:, -width_now:].float(), dim=-1).cpu()
-        for row, i in enumerate(idx):
-            inp, pred = windows[i]
-            # The input's last len(pred) positions predict the window's tokens.
-            positions = torch.arange(len(inp) - len(pred), len(inp))
-            sums[owner[i]] += float(logprobs[row, positions, torch.tensor(pred)].sum())
-            counts[owner[i]] += len(pred)
+    for n, (_, pred), ll in zip(owner, pairs, token_loglikelihoods(
+            model, tokenizer, pairs, batch_size), strict=True):
+        sums[n] += ll
+        counts[n] += len(pred)
     return list(zip(sums, counts, strict=True))
+
+
+def prefix_token(tokenizer: Any) -> int:
+    """What precedes a text with no context: lm-eval's HFLM.prefix_token_id, the BOS token
+    if the tokenizer has one, else EOS."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None \
+        else tokenizer.eos_token_id
+
+
+def encode_apart(tokenizer: Any, context: str, continuation: str
+                 ) -> tuple[list[int], list[int]]:
+    """Context and continuation tokenized separately, as training tokenizes a prompt and
+    its answer (no space moved across the boundary, unlike encode_pair)."""
+    return (tokenizer(context, add_special_tokens=False).input_ids,
+            tokenizer(continuation, add_special_tokens=False).input_ids)
 
 
 def load_for_eval(model_dir: Any) -> tuple[Any, Any]:

@@ -50,7 +50,8 @@ class TrackingUnavailable(ConfigError):
 
 
 ADAPTER_TAG = "forgetful.adapter_sha256"
-_down: dict[str, str] = {}  # uri -> why, once per process
+_down: dict[str, str] = {}  # uri -> why it is unreachable, once per process
+_probed: set[str] = set()  # uris that answered the probe (probed once, not per log call)
 
 
 def redact(uri: str) -> str:
@@ -92,10 +93,12 @@ def available(p: TrackingParams) -> bool:
     uri = tracking_uri(p)
     if uri in _down:
         return False
-    why = _probe(uri)
-    if why:
-        _unreachable(p, why)
-        return False
+    if uri not in _probed:
+        why = _probe(uri)
+        if why:
+            _unreachable(p, why)
+            return False
+        _probed.add(uri)
     return True
 
 
