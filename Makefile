@@ -48,4 +48,4 @@ bench-gpu: install
 		--piqa $(PIQA) --out reports/speed-gpu
 
 lint: install
-	$(VENV)/bin/ruff check stages tests benchmarks
+	$(VENV)/bin/ruff check forgetful stages tests benchmarks

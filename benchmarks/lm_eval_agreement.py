@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from stages.common.benchmarks import FileBenchmark, load_file_benchmark
-from stages.common.scoring import multiple_choice
+from forgetful.evaluate.benchmarks import FileBenchmark, load_file_benchmark
+from forgetful.evaluate.scoring import multiple_choice
 
 TASK = """task: agreement_mc
 dataset_path: json

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def train_params(steps: int) -> Any:
-    from stages.common.config import load_params, section
-    from stages.train_adapter import parse_params
+    from forgetful.core.config import load_params, section
+    from forgetful.train.trainer import parse_params
 
     data = dict(section(load_params(ROOT / "params.yaml"), "train_adapter"))
     data.update(max_steps=steps, method="lora")
@@ -40,7 +40,7 @@ def train_params(steps: int) -> Any:
 
 
 def records(data: Path, name: str) -> list[dict]:
-    from stages.common.artifacts import read_jsonl
+    from forgetful.core.artifacts import read_jsonl
 
     return read_jsonl(data / f"{name}.jsonl")
 
@@ -66,8 +66,8 @@ class Counter:
 def val_loss(model: Any, tokenizer: Any, val: list[dict]) -> float:
     """Mean NLL per completion token (with its end token) on the validation records:
     one yardstick for both trainers' adapters."""
-    from stages.common.batches import encode
-    from stages.common.scoring import token_loglikelihoods
+    from forgetful.data.batches import encode
+    from forgetful.evaluate.scoring import token_loglikelihoods
 
     pairs = []
     for r in val:
@@ -84,7 +84,7 @@ def run_ours(a: argparse.Namespace, select: bool = True) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     import stages.train_adapter as stage
-    from stages.common.artifacts import peak_memory_mb
+    from forgetful.core.artifacts import peak_memory_mb
 
     p = train_params(a.steps)
     tokenizer = AutoTokenizer.from_pretrained(a.model)
@@ -93,8 +93,8 @@ def run_ours(a: argparse.Namespace, select: bool = True) -> dict[str, Any]:
         stage.selectable = lambda model: False
     counter = Counter(lambda f: stage.collate(f, pad_id=tokenizer.pad_token_id))
     curve: list[dict] = []
-    from stages.common import tracking
-    from stages.common.callbacks import make_callback
+    from forgetful.core import tracking
+    from forgetful.train.callbacks import make_callback
 
     cb = make_callback(tracking.TrackingParams(enabled=False), None, curve)
     model, metrics = stage.train(p, a.model, train_set, [], tokenizer.pad_token_id, cb,
@@ -114,7 +114,7 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from stages.common.artifacts import peak_memory_mb
+    from forgetful.core.artifacts import peak_memory_mb
 
     p = train_params(a.steps)
     m = p.method_params
@@ -154,15 +154,15 @@ def run_trl(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def mc_items(a: argparse.Namespace) -> list[dict]:
-    from stages.common.benchmarks import FileBenchmark, load_file_benchmark
+    from forgetful.evaluate.benchmarks import FileBenchmark, load_file_benchmark
 
     return load_file_benchmark(FileBenchmark("piqa", str(a.piqa / "valid.jsonl"),
                                              str(a.piqa / "valid-labels.lst"), a.eval_items))
 
 
 def run_eval_ours(a: argparse.Namespace) -> dict[str, Any]:
-    from stages.common.artifacts import peak_memory_mb
-    from stages.common.scoring import load_for_eval, multiple_choice
+    from forgetful.core.artifacts import peak_memory_mb
+    from forgetful.evaluate.scoring import load_for_eval, multiple_choice
 
     items = mc_items(a)
     model, tokenizer = load_for_eval(a.model)
@@ -181,8 +181,8 @@ def run_eval_lm_eval(a: argparse.Namespace, batch_size: int | None = None) -> di
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from stages.common.artifacts import peak_memory_mb
-    from stages.common.scoring import load_for_eval
+    from forgetful.core.artifacts import peak_memory_mb
+    from forgetful.evaluate.scoring import load_for_eval
 
     items = mc_items(a)
     model, tokenizer = load_for_eval(a.model)

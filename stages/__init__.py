@@ -1,1 +1,1 @@
-"""The pipeline's stages: one module per DVC stage, run as `python -m stages.<name>`."""
+"""One thin module per DVC stage (dvc.yaml runs each as `python -m stages.<name>`)."""

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stages.common import tracking
-from stages.common.artifacts import write_text
-from stages.common.config import load_params
-from stages.common.methods import METHODS
+from forgetful.core import tracking
+from forgetful.core.artifacts import write_text
+from forgetful.core.config import load_params
+from forgetful.train.methods import METHODS
 
 # Learning rates that suit each family (PEFT's examples and the methods' papers): soft
 # prompts need far larger steps than weight updates; full fine-tuning far smaller.

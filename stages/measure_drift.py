@@ -5,7 +5,7 @@ greedy answers to the general prompts (nats per answer token), set against the s
 answers' NLL under the base itself. A model that kept its general behaviour still finds
 the base's answers likely; a model that forgot finds them surprising.
 
-Deps:   this module, stages/common/scoring.py, the base model, the tuned model, the base
+Deps:   this module, forgetful.evaluate.scoring, the base model, the tuned model, the base
         evaluation's samples (its answers to the general prompts).
 Params: evaluate.batch_size.
 Outs:   <items> (per prompt: answer tokens, NLL under base and tuned: JSON lines) and
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.common import tracking
-from stages.common.artifacts import Timer, read_json, read_jsonl, write_json, write_jsonl
-from stages.common.cli import run_stage
-from stages.common.config import DataError, build, load_params, require, section
-from stages.common.scoring import encode_apart, load_for_eval, token_loglikelihoods
+from forgetful.core import tracking
+from forgetful.core.artifacts import Timer, read_json, read_jsonl, write_json, write_jsonl
+from forgetful.core.cli import run_stage
+from forgetful.core.config import DataError, build, load_params, require, section
+from forgetful.evaluate.scoring import encode_apart, load_for_eval, token_loglikelihoods
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Stage mix_tasks: a seeded mixture of the formatted training splits, checked for contamination.
 
-Deps:   this module, stages/common (mixing, hygiene, benchmarks), data/formatted, the base
-        tokenizer (token counts).
+Deps:   this module, forgetful.data (mixing, hygiene), forgetful.evaluate.benchmarks,
+        data/formatted, the base tokenizer (token counts).
 Params: mix_tasks.* (seed, strategy, weights, totals, temperature, caps, upsample, replay,
         val_per_task, contamination), evaluate.general_suite (checked for contamination).
 Outs:   <out>/train.jsonl, val.jsonl, run_info.json; metrics <metrics>: the composition
@@ -19,12 +19,10 @@ evaluated task's test split, every general benchmark) is contaminated above the 
 from __future__ import annotations
 
 import argparse
-import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-from stages.common.artifacts import (
+from forgetful.core.artifacts import (
     atomic_dir,
     read_json,
     read_jsonl,
@@ -32,105 +30,12 @@ from stages.common.artifacts import (
     write_json,
     write_jsonl,
 )
-from stages.common.batches import encode
-from stages.common.benchmarks import BENCHMARKS, FileBenchmark, question_of, suite
-from stages.common.cli import run_stage
-from stages.common.config import ConfigError, DataError, build, load_params, require, section
-from stages.common.hygiene import contamination
-from stages.common.mixing import STRATEGIES, sample
-
-
-@dataclass(frozen=True)
-class ReplayParams:
-    task: str = ""  # a formatted task mixed in as replay data ("" = none)
-    ratio: float = 0.0  # its share of the final mixture, in examples
-
-    def __post_init__(self) -> None:
-        require(0 <= self.ratio < 1, "ratio", f"must be in [0, 1), got {self.ratio}")
-        require(bool(self.task) or self.ratio == 0, "task", "must name a task when ratio > 0")
-
-
-@dataclass(frozen=True)
-class ContaminationParams:
-    ngram: int = 13  # word n-gram length (13 as in GPT-3 and lm-evaluation-harness)
-    item_threshold: float = 0.8  # share of an item's n-grams seen in training to flag it
-    max_share: float = 0.01  # fail when more of any evaluation set than this is flagged
-
-    def __post_init__(self) -> None:
-        require(self.ngram > 0, "ngram", "must be a positive integer")
-        require(0 < self.item_threshold <= 1, "item_threshold", "must be in (0, 1]")
-        require(0 <= self.max_share <= 1, "max_share", "must be in [0, 1]")
-
-
-@dataclass(frozen=True)
-class MixParams:
-    seed: int  # sampling seed; changing it re-runs mix_tasks onward
-    weights: dict[str, float]  # task -> relative weight (0 = evaluated, not trained)
-    strategy: str = "examples"  # proportional, examples, tokens, temperature
-    total_examples: int = 0  # examples in the mixture (strategies examples, temperature)
-    total_tokens: int = 0  # tokens in the mixture (strategy tokens)
-    temperature: float = 1.0  # strategy temperature: weight x size^(1/T)
-    caps: dict[str, int] = field(default_factory=dict)  # task -> most examples it may get
-    upsample: bool = True  # repeat a task's examples when it is asked for more than it has
-    replay: ReplayParams = field(default_factory=ReplayParams)
-    val_per_task: int = 16  # validation examples kept per trained task
-    contamination: ContaminationParams = field(default_factory=ContaminationParams)
-
-    def __post_init__(self) -> None:
-        require(self.strategy in STRATEGIES, "strategy",
-                f"must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        for task, w in self.weights.items():
-            require(w >= 0, f"weights.{task}", f"must be >= 0, got {w}")
-        require(sum(self.weights.values()) > 0, "weights", "must give some task a weight > 0")
-        if self.strategy in ("examples", "temperature"):
-            require(self.total_examples > 0, "total_examples",
-                    f"must be a positive integer for strategy {self.strategy}")
-        if self.strategy == "tokens":
-            require(self.total_tokens > 0, "total_tokens",
-                    "must be a positive integer for strategy tokens")
-        require(self.temperature > 0, "temperature", "must be > 0")
-        for task, cap in self.caps.items():
-            require(cap > 0, f"caps.{task}", f"must be a positive integer, got {cap}")
-        require(self.val_per_task >= 0, "val_per_task", "must be >= 0")
-
-
-def plan(p: MixParams, sizes: dict[str, int], mean_tokens: dict[str, float]) -> dict[str, int]:
-    """Examples per trained task: the strategy, then caps, then the no-upsampling limit."""
-    counts = STRATEGIES[p.strategy](p, sizes, mean_tokens)
-    for task, n in counts.items():
-        n = min(n, p.caps.get(task, n))
-        counts[task] = n if p.upsample else min(n, sizes[task])
-    if p.replay.task:
-        counts[p.replay.task] = round(p.replay.ratio / (1 - p.replay.ratio) * sum(counts.values()))
-    return {t: n for t, n in counts.items() if n > 0}
-
-
-def mix(train: dict[str, list[dict]], val: dict[str, list[dict]], p: MixParams,
-        n_tokens: Any) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    rng = random.Random(p.seed)
-    sizes = {t: len(r) for t, r in train.items()}
-    mean = {t: sum(map(n_tokens, r)) / len(r) for t, r in train.items()}
-    counts = plan(p, {t: s for t, s in sizes.items() if t != p.replay.task}, mean)
-    mixed_train: list[dict] = []
-    mixed_val: list[dict] = []
-    composition: dict[str, Any] = {}
-    for task, n in sorted(counts.items()):
-        chosen = sample(train[task], n, rng)
-        mixed_train.extend(chosen)
-        mixed_val.extend(val[task][: p.val_per_task])
-        composition[task] = {
-            "weight": p.weights.get(task, 0.0), "replay": task == p.replay.task,
-            "examples": n, "tokens": sum(map(n_tokens, chosen)), "available": sizes[task],
-            "effective_epochs": round(n / sizes[task], 3),
-        }
-    rng.shuffle(mixed_train)
-    total_tokens = sum(c["tokens"] for c in composition.values())
-    for c in composition.values():
-        c["share"] = round(c["examples"] / len(mixed_train), 4)
-        c["token_share"] = round(c["tokens"] / total_tokens, 4)
-    summary = {"strategy": p.strategy, "examples": len(mixed_train), "tokens": total_tokens,
-               "tasks": composition}
-    return mixed_train, mixed_val, summary
+from forgetful.core.cli import run_stage
+from forgetful.core.config import ConfigError, DataError, build, load_params, section
+from forgetful.data.batches import encode
+from forgetful.data.hygiene import contamination
+from forgetful.data.mixing import MixParams, mix
+from forgetful.evaluate.benchmarks import BENCHMARKS, FileBenchmark, question_of, suite
 
 
 def evaluation_sets(formatted: Path, tasks: dict[str, dict], names: list[str],

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from stages.common.artifacts import atomic_dir, file_sha256, run_info, write_json
-from stages.common.cli import run_stage
-from stages.common.config import ConfigError, build, load_params, require, section
+from forgetful.core.artifacts import atomic_dir, file_sha256, run_info, write_json
+from forgetful.core.cli import run_stage
+from forgetful.core.config import ConfigError, build, load_params, require, section
 
 DTYPES = ("float32", "bfloat16", "float16")
 

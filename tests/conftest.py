@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common import benchmarks, builtin_tasks
+from forgetful.data import builtin_tasks
+from forgetful.evaluate import benchmarks
 
 REPO = Path(__file__).resolve().parent.parent
 CHAT_TEMPLATE = (

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from stages.common.benchmarks import BENCHMARKS, FileBenchmark, load_file_benchmark, question_of
-from stages.common.config import ConfigError, DataError
-from stages.common.scoring import multiple_choice
+from forgetful.core.config import ConfigError, DataError
+from forgetful.evaluate.benchmarks import (
+    BENCHMARKS,
+    FileBenchmark,
+    load_file_benchmark,
+    question_of,
+)
+from forgetful.evaluate.scoring import multiple_choice
 
 
 def test_mc_jsonl_piqa_and_mmlu_files(tmp_path: Path) -> None:
@@ -85,7 +90,7 @@ def test_scores_agree_with_lm_evaluation_harness(tmp_path: Path, tiny_model: Pat
 
 
 def test_text_files_split_into_documents(tmp_path: Path) -> None:
-    from stages.common.benchmarks import TextBenchmark, load_text_benchmark
+    from forgetful.evaluate.benchmarks import TextBenchmark, load_text_benchmark
 
     (tmp_path / "p.txt").write_text("First para\ngoes on.\n\n\nSecond one.\n")
     assert load_text_benchmark(TextBenchmark(str(tmp_path / "p.txt"))) == [
@@ -109,7 +114,7 @@ def test_lm_eval_task_names_run_through_lm_eval(tmp_path: Path, tiny_model: Path
     pytest.importorskip("lm_eval")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stages.common.harness import run_tasks
+    from forgetful.evaluate.harness import run_tasks
 
     items = BENCHMARKS["facts"]()
     write_lm_eval_task(tmp_path / "tasks", "local_facts", items)

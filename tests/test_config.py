@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from stages.common.config import ConfigError, build, load_params
-from stages.common.sources import parse_task
-from stages.evaluate import EvalParams
-from stages.mix_tasks import MixParams
-from stages.train_adapter import parse_params
+from forgetful.core.config import ConfigError, build, load_params
+from forgetful.data.mixing import MixParams
+from forgetful.data.sources import parse_task
+from forgetful.evaluate.evaluator import EvalParams
+from forgetful.train.trainer import parse_params
 from tests.conftest import REPO, TINY_PARAMS
 
 

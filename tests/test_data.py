@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stages.common.config import ConfigError, DataError
-from stages.common.hygiene import contamination, deduplicate
-from stages.common.sources import load_conversations, parse_task
-from stages.common.templates import render
+from forgetful.core.config import ConfigError, DataError
+from forgetful.data.formatting import split
+from forgetful.data.hygiene import contamination, deduplicate
+from forgetful.data.sources import load_conversations, parse_task
+from forgetful.data.templates import render
 from stages.format_data import main as format_main
-from stages.format_data import split
 from tests.conftest import write_params
 
 ROWS = [{"q": f"Question {i}?", "a": f"answer {i}", "ctx": "" if i % 2 else f"context {i}"}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from forgetful.core.config import ConfigError
+from forgetful.train.trainer import parse_params
 from stages import format_data, mix_tasks, prepare_base
-from stages.common.config import ConfigError
-from stages.train_adapter import parse_params
 from tests.conftest import TINY_PARAMS, write_params
 
 

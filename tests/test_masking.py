@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.common.batches import IGNORE, encode
+from forgetful.data.batches import IGNORE, encode
 from stages.format_data import main as format_main
 from tests.conftest import write_params
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from forgetful.core.config import ConfigError
+from forgetful.evaluate import evaluator
+from forgetful.train import trainer
+from forgetful.train.methods import METHODS
 from stages import evaluate, format_data, merge_adapter, mix_tasks, prepare_base, train_adapter
-from stages.common.config import ConfigError
-from stages.common.methods import METHODS
 from tests.conftest import TINY_PARAMS, build_tiny_model, write_params
 
 SMALL = {  # tiny sizes for each method's block
@@ -110,7 +112,7 @@ def test_unmerged_decoding_follows_the_forward_pass(data: tuple[Path, dict], met
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stages.common.methods import METHODS as REGISTRY
+    from forgetful.train.methods import METHODS as REGISTRY
 
     root, _ = data
     spec = REGISTRY[method]
@@ -135,9 +137,9 @@ def test_unmerged_decoding_follows_the_forward_pass(data: tuple[Path, dict], met
                 break
             want.append(token)
             ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
-    eval_params = evaluate.EvalParams(batch_size=4, max_new_tokens=6, max_test_examples=0,
+    eval_params = evaluator.EvalParams(batch_size=4, max_new_tokens=6, max_test_examples=0,
                                       general_suite=())
-    got = evaluate.complete(model, tok, [prompt], 6, eval_params)  # what evaluate decodes
+    got = evaluator.complete(model, tok, [prompt], 6, eval_params)  # what evaluate decodes
     assert got == [tok.decode(want, skip_special_tokens=True).strip()]
 
 
@@ -146,4 +148,4 @@ def test_method_blocks_are_validated_before_loading() -> None:
                "prompt_tuning": {"num_virtual_tokens": 0}}
     with pytest.raises(ConfigError, match=r"train_adapter\.prompt_tuning\.num_virtual_tokens "
                                           r"must be a positive integer"):
-        train_adapter.parse_params(section)
+        trainer.parse_params(section)

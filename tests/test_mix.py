@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from stages.common.config import ConfigError, DataError, build
-from stages.common.mixing import allocate
+from forgetful.core.config import ConfigError, DataError, build
+from forgetful.data.mixing import MixParams, allocate, mix, plan
 from stages.format_data import main as format_main
-from stages.mix_tasks import MixParams, main, mix, plan
+from stages.mix_tasks import main
 from tests.conftest import write_params
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common.config import ConfigError, load_params
+from forgetful.core.config import ConfigError, load_params
 from tests.conftest import TINY_PARAMS, dvc, tiny_repo, write_params
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from forgetful.core.artifacts import write_json, write_jsonl
+from forgetful.report.forgetting import ForgettingTooMuch
 from stages import report
-from stages.common.artifacts import write_json, write_jsonl
 from tests.conftest import TINY_PARAMS, write_params
 
 
@@ -66,6 +67,6 @@ def test_forgetting_gate_warns_or_fails(tmp_path: Path, capsys) -> None:
     assert "**Forgetting too much:**" in a.markdown.read_text()
     fresh = tmp_path / "again"
     fresh.mkdir()
-    with pytest.raises(report.ForgettingTooMuch, match=r"lost 50\.0 points .*nothing was written"):
+    with pytest.raises(ForgettingTooMuch, match=r"lost 50\.0 points .*nothing was written"):
         run(fresh, [1] * 10 + [0] * 10, max_forgetting=0.2, on_forgetting="fail")
     assert not (fresh / "r").exists()

@@ -7,16 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages.common.batches import IGNORE, collate, encode
-from stages.common.scoring import (
-    contains,
+from forgetful.data.batches import IGNORE, collate, encode
+from forgetful.data.metrics import contains, exact_match, final_number, numeric
+from forgetful.evaluate.scoring import (
     encode_pair,
-    exact_match,
-    final_number,
     generate,
     loglikelihoods,
     multiple_choice,
-    numeric,
 )
 
 
@@ -94,7 +91,7 @@ def test_multiple_choice_acc_and_acc_norm(model_and_tokenizer, monkeypatch) -> N
     model, tok = model_and_tokenizer
     # Log-likelihoods chosen so acc and acc_norm disagree: "a" wins raw, "bbbb" per character.
     fake = {" a": -3.0, " bbbb": -4.0}
-    monkeypatch.setattr("stages.common.scoring.loglikelihoods",
+    monkeypatch.setattr("forgetful.evaluate.scoring.loglikelihoods",
                         lambda m, t, pairs, b: [fake[c] for _, c in pairs])
     results = multiple_choice(model, tok, [{"context": "Q", "choices": ["a", "bbbb"],
                                             "answer": 1}], batch_size=2)
@@ -110,7 +107,7 @@ def test_batched_generation_equals_one_by_one(model_and_tokenizer) -> None:
 
 
 def test_rolling_windows_cover_every_token_once_as_lm_eval_builds_them() -> None:
-    from stages.common.scoring import rolling_windows
+    from forgetful.evaluate.scoring import rolling_windows
 
     tokens = list(range(100, 137))
     windows = rolling_windows(tokens, prefix=0, width=10)
@@ -134,7 +131,7 @@ def test_rolling_windows_cover_every_token_once_as_lm_eval_builds_them() -> None
 
 def test_text_loglikelihood_matches_a_direct_pass_and_lm_eval_rolling(model_and_tokenizer
                                                                       ) -> None:
-    from stages.common.scoring import text_loglikelihoods
+    from forgetful.evaluate.scoring import text_loglikelihoods
 
     model, tok = model_and_tokenizer
     texts = ["The cat sat on the mat and looked at the garden.",
@@ -160,7 +157,7 @@ def test_text_loglikelihood_matches_a_direct_pass_and_lm_eval_rolling(model_and_
 def test_label_likelihood_picks_the_likeliest_label_word(model_and_tokenizer) -> None:
     """A classification task scored by the likelihood of its label words, each label
     tokenized apart from the prompt as in training, checked against a direct pass."""
-    from stages.common.scoring import label_choice
+    from forgetful.evaluate.scoring import label_choice
 
     model, tok = model_and_tokenizer
     prompt = "<|im_start|>user\nI loved this DVD!<|im_end|>\n<|im_start|>assistant\n"

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from forgetful.core.config import ConfigError, DataError
 from stages import (
     evaluate,
     format_data,
@@ -22,7 +23,6 @@ from stages import (
     report,
     train_adapter,
 )
-from stages.common.config import ConfigError, DataError
 from tests.conftest import TINY_PARAMS, write_params
 
 
@@ -209,16 +209,17 @@ def test_evaluate_scores_every_task_and_benchmark(work: dict) -> None:
 
 
 def test_classification_task_scored_by_label_likelihood(work: dict) -> None:
-    from stages.common.artifacts import read_jsonl
-    from stages.common.config import build
-    from stages.common.scoring import label_choice, load_for_eval
+    from forgetful.core.artifacts import read_jsonl
+    from forgetful.core.config import build
+    from forgetful.evaluate import evaluator
+    from forgetful.evaluate.scoring import label_choice, load_for_eval
 
     model, tok = load_for_eval(work["merged"])
     tests = {"sentiment": [dict(r, metric="label_likelihood") for r in
                            read_jsonl(work["formatted"] / "sentiment/test.jsonl")]}
     labels = {"sentiment": ["Negative", "Neutral", "Positive"]}
-    p = build(evaluate.EvalParams, TINY_PARAMS["evaluate"], "evaluate")
-    scores, rows = evaluate.score_tasks(model, tok, tests, p, labels)
+    p = build(evaluator.EvalParams, TINY_PARAMS["evaluate"], "evaluate")
+    scores, rows = evaluator.score_tasks(model, tok, tests, p, labels)
     chosen = label_choice(model, tok, [{"prompt": r["prompt"], "labels": labels["sentiment"]}
                                        for r in tests["sentiment"]], 4)
     expected = [labels["sentiment"][c] == r["completion"]
@@ -244,7 +245,7 @@ def test_report_tables_figures_and_metrics(work: dict) -> None:
 def test_text_loss_and_drift_are_computed_and_reported(work: dict) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stages.common.benchmarks import PROSE
+    from forgetful.evaluate.benchmarks import PROSE
 
     base = json.loads((work["root"] / "eval/base/scores.json").read_text())
     prose = base["text"]["prose"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.common import tracking
-from stages.common.config import ConfigError
+from forgetful.core import tracking
+from forgetful.core.config import ConfigError
 
 
 def test_experiment_temp_folders_resolve_to_the_repository(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.common.config import ConfigError, build, require
+from forgetful.core.config import ConfigError, build, require
 
 log = logging.getLogger(__name__)
 EXPERIMENT_TEMP = (".dvc", "tmp", "exps")

@@ -24,7 +24,7 @@ CURVE = "curve.json"  # our training curve up to the checkpoint's step, kept bes
 
 def fingerprint(params: dict[str, Any], files: list[Path], weights: str) -> str:
     """The identity of a training run's inputs."""
-    from stages.common.artifacts import file_sha256
+    from forgetful.core.artifacts import file_sha256
 
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     for path in files:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.common.config import ConfigError, DataError
+from forgetful.core.config import ConfigError, DataError
 
 
 def primary_metric(metrics: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from stages.common.config import ConfigError, DataError
+from forgetful.core.config import ConfigError, DataError
 
 
 def run_stage(main: Callable[[], None]) -> None:

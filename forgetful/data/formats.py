@@ -2,7 +2,7 @@
 
 A conversation is a list of messages `{"role": "system"|"user"|"assistant", "content"}`
 ending with an assistant turn. Every format maps its columns (renamable through the
-task's `columns:` block) to one; templates then render it (stages/common/templates.py).
+task's `columns:` block) to one; templates then render it (forgetful/templates.py).
 
 - `prompt_completion`: prompt (+ optional input and system columns) -> completion.
 - `alpaca`: Stanford Alpaca's instruction, input, output.
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stages.common.config import DataError
+from forgetful.core.config import DataError
 
 ROLES = ("system", "user", "assistant")
 

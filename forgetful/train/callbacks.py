@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages.common import checkpoints, tracking
+from forgetful.core import tracking
+from forgetful.train import checkpoints
 
 
 def make_callback(tp: tracking.TrackingParams, run_id: str | None, curve: list[dict]) -> Any:

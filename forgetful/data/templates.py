@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from stages.common.config import ConfigError, DataError
+from forgetful.core.config import ConfigError, DataError
 
 SINGLE_TURN = {
     # The shortest useful frame: cheap on CPU, and unambiguous about where the answer starts.

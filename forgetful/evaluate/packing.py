@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from stages.common.completion_loss import HeadSelector
+from forgetful.evaluate.heads import HeadSelector
 
 
 def prefix_tree(seqs: list[list[int]]) -> tuple[list[int], list[int], list[list[int]]]:

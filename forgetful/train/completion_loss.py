@@ -19,31 +19,8 @@ from typing import Any
 
 import torch
 
-from stages.common.batches import IGNORE
-
-
-class HeadSelector:
-    """Forward pre-hook on the output layer: keeps only the positions in `mask` [B, T]."""
-
-    def __init__(self, model: Any) -> None:
-        self.mask: torch.Tensor | None = None
-        self.handle = model.get_output_embeddings().register_forward_pre_hook(self)
-
-    def __call__(self, module: Any, args: tuple) -> tuple | None:
-        if self.mask is None:
-            return None
-        return (args[0][self.mask], *args[1:])
-
-    def remove(self) -> None:
-        self.handle.remove()
-
-
-def selectable(model: Any) -> bool:
-    """Whether the output layer sees the input's positions one to one."""
-    config = getattr(model, "active_peft_config", None)
-    if config is not None and config.is_prompt_learning:
-        return False
-    return model.get_output_embeddings() is not None
+from forgetful.data.batches import IGNORE
+from forgetful.evaluate.heads import HeadSelector
 
 
 def completion_loss(model: Any, inputs: dict[str, torch.Tensor], selector: HeadSelector,

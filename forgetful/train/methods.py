@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stages.common.config import require
+from forgetful.core.config import require
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 

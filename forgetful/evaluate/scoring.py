@@ -8,9 +8,6 @@ highest summed log-probability, `acc_norm` divides it by the choice's length in 
 
 from __future__ import annotations
 
-import re
-import string
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -70,12 +67,12 @@ def token_loglikelihoods(model: Any, tokenizer: Any, encoded: list[tuple[list[in
 def multiple_choice(model: Any, tokenizer: Any, items: list[dict],
                     batch_size: int) -> list[dict[str, int]]:
     """Per item: correct under acc and acc_norm. Items have context, choices, answer.
-    Each question's choices are scored in one packed row (stages/common/packing.py)
+    Each question's choices are scored in one packed row (forgetful/packing.py)
     unless the model's output layer does not see the input one to one (prompt learning)."""
-    from stages.common.completion_loss import selectable
+    from forgetful.evaluate.heads import selectable
 
     if selectable(model):
-        from stages.common.packing import grouped_loglikelihoods
+        from forgetful.evaluate.packing import grouped_loglikelihoods
 
         prefix = prefix_token(tokenizer)
         groups = []
@@ -178,7 +175,7 @@ def load_for_eval(model_dir: Any) -> tuple[Any, Any]:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stages.common.artifacts import require_safetensors
+    from forgetful.core.artifacts import require_safetensors
 
     model_dir = Path(model_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -240,62 +237,3 @@ def generate_uncached(model: Any, tokenizer: Any, prompts: list[str],
             ids = torch.cat([ids, torch.tensor([[token]], device=device)], dim=1)
         outputs.append(tokenizer.decode(ids[0, start:], skip_special_tokens=True).strip())
     return outputs
-
-
-def normalize(text: str) -> str:
-    text = text.strip().splitlines()[0] if text.strip() else ""
-    text = text.lower().translate(str.maketrans("", "", string.punctuation))
-    return " ".join(text.split())
-
-
-def exact_match(prediction: str, answer: str) -> bool:
-    """The first line of the answer, case and punctuation aside, is exactly the target."""
-    return normalize(prediction) == normalize(answer)
-
-
-def contains(prediction: str, answer: str) -> bool:
-    """The target appears as whole words in the first line ("The cat is Charlie.")."""
-    return f" {normalize(answer)} " in f" {normalize(prediction)} "
-
-
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def first_number(text: str) -> str | None:
-    found = NUMBER.search(text)
-    return found.group().replace(",", "") if found else None
-
-
-def numeric(prediction: str, answer: str) -> bool:
-    """The first number in the prediction equals the target number."""
-    got, want = first_number(prediction), first_number(answer)
-    return got is not None and want is not None and float(got) == float(want)
-
-
-FINAL = re.compile(r"####\s*(-?[\d,]+(?:\.\d+)?)")
-
-
-def final_number_of(text: str) -> str | None:
-    """GSM8K's convention: the number after '####', else the last number in the text."""
-    found = FINAL.search(text)
-    if found:
-        return found.group(1).replace(",", "")
-    numbers = NUMBER.findall(text)
-    return numbers[-1].replace(",", "") if numbers else None
-
-
-def final_number(prediction: str, answer: str) -> bool:
-    """The prediction's final number (after '####' if present) equals the target's."""
-    got, want = final_number_of(prediction), final_number_of(answer)
-    return got is not None and want is not None and float(got) == float(want)
-
-
-# Task metrics scored by likelihood instead of generation (see label_choice).
-LIKELIHOOD_METRICS = ("label_likelihood",)
-
-METRICS: dict[str, Callable[[str, str], bool]] = {
-    "exact_match": exact_match,
-    "contains": contains,
-    "numeric": numeric,
-    "final_number": final_number,
-}

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.common.artifacts import iter_jsonl
-from stages.common.config import DataError, require
+from forgetful.core.artifacts import iter_jsonl
+from forgetful.core.config import DataError, require
 
 CAPITALS = {
     "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid",

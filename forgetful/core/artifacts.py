@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from stages.common.config import DataError
+from forgetful.core.config import DataError
 
 PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "dvc", "mlflow")
 

@@ -1,8 +1,8 @@
 """Data sources for format_data, by name: where a task's conversations come from.
 
-- `builtin`: a generator of ours (stages/common/builtin_tasks.py).
+- `builtin`: a generator of ours (forgetful/builtin_tasks.py).
 - `file`: a local jsonl, json (array), csv, tsv or parquet file, read in one of the record
-  formats of stages/common/formats.py with a column map.
+  formats of forgetful/formats.py with a column map.
 - `hf_dataset`: a Hugging Face `datasets` dataset: a hub name at a pinned revision (needs
   the network or a warm cache), or a local folder written by `save_to_disk`.
 
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from stages.common.artifacts import file_sha256, read_jsonl
-from stages.common.builtin_tasks import GENERATORS
-from stages.common.config import ConfigError, DataError, build, require
-from stages.common.formats import FORMATS, required_columns
-from stages.common.scoring import LIKELIHOOD_METRICS, METRICS
-from stages.common.templates import TRAIN_TURNS
+from forgetful.core.artifacts import file_sha256, read_jsonl
+from forgetful.core.config import ConfigError, DataError, build, require
+from forgetful.data.builtin_tasks import GENERATORS
+from forgetful.data.formats import FORMATS, required_columns
+from forgetful.data.metrics import LIKELIHOOD_METRICS, METRICS
+from forgetful.data.templates import TRAIN_TURNS
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class BuiltinSource(TaskSpec):
 
 @dataclass(frozen=True)
 class RowSource(TaskSpec):
-    format: str = "prompt_completion"  # record format: see stages/common/formats.py
+    format: str = "prompt_completion"  # record format: see forgetful/formats.py
     columns: dict[str, str] = field(default_factory=dict)  # format's column -> your column
     labels: dict[str, str] = field(default_factory=dict)  # classification: label -> word
     instruction: str = ""  # classification: the question put before the text

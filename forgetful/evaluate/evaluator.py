@@ -1,0 +1,156 @@
+"""Scoring one model on task test splits, the general suite and plain text.
+
+`EvalParams` is the `evaluate:` section of params.yaml. Task test splits are scored by
+greedy generation and the task's metric (forgetful.data.metrics), or by label-word
+likelihood; the general suite by multiple-choice log-likelihood, as lm-evaluation-harness
+does; plain text by rolling-window log-likelihood, as its `loglikelihood_rolling` does.
+Each function returns (scores, per-item rows); nothing is written here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgetful.core.config import require
+from forgetful.data.metrics import LIKELIHOOD_METRICS, METRICS
+from forgetful.evaluate.benchmarks import (
+    BENCHMARKS,
+    TEXTS,
+    FileBenchmark,
+    TextBenchmark,
+    suite,
+    text_suite,
+)
+from forgetful.evaluate.scoring import (
+    generate,
+    generate_uncached,
+    label_choice,
+    load_for_eval,
+    multiple_choice,
+    text_loglikelihoods,
+)
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    batch_size: int  # prompts per forward pass
+    max_new_tokens: int  # generation budget per answer
+    max_test_examples: int  # cap per task test split; 0 = all
+    general_suite: tuple[str, ...]  # built-in benchmark names
+    files: dict[str, FileBenchmark] = field(default_factory=dict)  # name -> file benchmark
+    text_suite: tuple[str, ...] = ("prose",)  # built-in plain-text corpora (loss on text)
+    text_files: dict[str, TextBenchmark] = field(default_factory=dict)  # name -> text file
+    text_window: int = 256  # tokens per rolling window when scoring plain text
+    sample_tokens: int = 32  # answer length for the general prompts (samples, drift)
+    lm_eval_tasks: tuple[str, ...] = ()  # lm-evaluation-harness task names (optional dep)
+    lm_eval_include: str = ""  # folder of extra lm-eval task YAMLs (e.g. over local files)
+    lm_eval_limit: int = 0  # first N documents per lm-eval task (0 = all)
+
+    def __post_init__(self) -> None:
+        require(self.batch_size > 0, "batch_size", "must be a positive integer")
+        require(self.max_new_tokens > 0, "max_new_tokens", "must be a positive integer")
+        require(self.max_test_examples >= 0, "max_test_examples", "must be >= 0")
+        for name in self.general_suite:
+            require(name in BENCHMARKS, "general_suite",
+                    f"names unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+        for name in self.text_suite:
+            require(name in TEXTS, "text_suite",
+                    f"names unknown text corpus {name!r}; choose from {', '.join(TEXTS)}")
+        require(self.text_window > 1, "text_window", "must be an integer > 1 (tokens)")
+        require(self.sample_tokens > 0, "sample_tokens", "must be a positive integer")
+        require(self.lm_eval_limit >= 0, "lm_eval_limit", "must be >= 0")
+
+
+def complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
+             p: EvalParams) -> list[str]:
+    """Greedy answers; unmerged adapters are decoded without `generate` (see scoring)."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return generate_uncached(model, tokenizer, prompts, max_new_tokens)
+    return generate(model, tokenizer, prompts, max_new_tokens, p.batch_size)
+
+
+def score_tasks(model: Any, tokenizer: Any, tests: dict[str, list[dict]],
+                p: EvalParams, labels: dict[str, list[str]] | None = None
+                ) -> tuple[dict[str, Any], list[dict]]:
+    """Generative tasks by greedy answers and their metric; `label_likelihood` tasks by
+    the likeliest of their label words (`labels`: task -> every label word)."""
+    labels = labels or {}
+    generated = [r for task in tests for r in tests[task] if r["metric"] not in LIKELIHOOD_METRICS]
+    ranked = [r for task in tests for r in tests[task] if r["metric"] in LIKELIHOOD_METRICS]
+    predictions = complete(model, tokenizer, [r["prompt"] for r in generated],
+                           p.max_new_tokens, p)
+    outcomes = [(r, pred, METRICS[r["metric"]](pred, r["completion"]))
+                for r, pred in zip(generated, predictions, strict=True)]
+    items = [{"prompt": r["prompt"], "labels": labels[r["task"]]} for r in ranked]
+    for r, it, best in zip(ranked, items, label_choice(model, tokenizer, items, p.batch_size),
+                           strict=True):
+        outcomes.append((r, it["labels"][best], it["labels"][best] == r["completion"]))
+    rows, scores = [], {}
+    for r, pred, ok in outcomes:
+        rows.append({"kind": "task", "task": r["task"], "id": r["id"],
+                     "instruction": r["instruction"], "target": r["completion"],
+                     "prediction": pred, "correct": ok})
+    for task, items_ in tests.items():
+        correct = [row["correct"] for row in rows if row["task"] == task]
+        scores[task] = {"metric": items_[0]["metric"], "n": len(correct),
+                        "score": round(sum(correct) / len(correct), 4)}
+    return scores, rows
+
+
+def score_general(model: Any, tokenizer: Any, p: EvalParams) -> tuple[dict[str, Any], list[dict]]:
+    scores, rows = {}, []
+    for name, items in suite(p.general_suite, p.files).items():
+        results = multiple_choice(model, tokenizer, items, p.batch_size)
+        scores[name] = {
+            "acc": round(sum(r["acc"] for r in results) / len(results), 4),
+            "acc_norm": round(sum(r["acc_norm"] for r in results) / len(results), 4),
+            "n": len(results),
+        }
+        rows += [{"kind": "general", "task": name, "id": f"{name}-{i}",
+                  "instruction": it["context"], "target": it["choices"][it["answer"]], **res}
+                 for i, (it, res) in enumerate(zip(items, results, strict=True))]
+    return scores, rows
+
+
+def score_texts(model: Any, tokenizer: Any, p: EvalParams
+                ) -> tuple[dict[str, Any], list[dict]]:
+    """Loss on plain text: per corpus the token-weighted mean NLL (nats per token), its
+    perplexity, and bits per byte (lm-eval's definition, comparable across tokenizers)."""
+    import math
+
+    scores, rows = {}, []
+    for name, docs in text_suite(p.text_suite, p.text_files).items():
+        results = text_loglikelihoods(model, tokenizer, docs, p.text_window, p.batch_size)
+        nll = -sum(ll for ll, _ in results)
+        tokens = sum(n for _, n in results)
+        nbytes = sum(len(d.encode("utf-8")) for d in docs)
+        scores[name] = {"nll": round(nll / tokens, 4),
+                        "perplexity": round(math.exp(nll / tokens), 3),
+                        "bits_per_byte": round(nll / nbytes / math.log(2), 4),
+                        "tokens": tokens, "documents": len(docs)}
+        rows += [{"kind": "text", "task": name, "id": f"{name}-{i}", "loglikelihood": ll,
+                  "tokens": n, "bytes": len(d.encode("utf-8"))}
+                 for i, ((ll, n), d) in enumerate(zip(results, docs, strict=True))]
+    return scores, rows
+
+
+def score_file(model_dir: str | Path, path: str | Path, format: str = "mc_jsonl",
+               labels: str = "", batch_size: int = 16) -> dict[str, Any]:
+    """A model folder (merged model, or an unmerged adapter whose run_info.json names its
+    base) scored on a multiple-choice file, as the pipeline scores evaluate.files: acc,
+    acc_norm, the item count, and per item its id and 1/0 for both (for paired_bootstrap)."""
+    from forgetful.core.config import build
+    from forgetful.evaluate.benchmarks import load_file_benchmark
+
+    spec = build(FileBenchmark, {"format": format, "path": str(path), "labels": labels},
+                 "score_file")
+    items = load_file_benchmark(spec)
+    model, tokenizer = load_for_eval(model_dir)
+    results = multiple_choice(model, tokenizer, items, batch_size)
+    return {"acc": round(sum(r["acc"] for r in results) / len(results), 4),
+            "acc_norm": round(sum(r["acc_norm"] for r in results) / len(results), 4),
+            "n": len(results), "items": [{"id": i, **r} for i, r in enumerate(results)]}

@@ -1,0 +1,239 @@
+"""The forgetting report: base vs tuned, with paired bootstrap intervals.
+
+`compare` puts the base's and the tuned model's scores side by side (gains on trained
+tasks, change and retention everywhere else); `bootstrap` and `ratio_bootstrap` give
+paired percentile 95% intervals over items; `markdown` renders the report and `plot`
+its figures. `ReportParams` is the `report:` section of params.yaml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from forgetful.core import tracking
+from forgetful.core.config import DataError, require
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    samples: int  # general prompts shown side by side, before and after
+    bootstrap: int = 1000  # paired bootstrap resamples for the 95% intervals (0 = none)
+    seed: int = 0  # bootstrap seed
+    max_forgetting: float = 0.10  # mean drop elsewhere (fraction) that marks a run
+    on_forgetting: Literal["warn", "fail"] = "warn"  # past max_forgetting: warn, or fail
+
+    def __post_init__(self) -> None:
+        require(self.samples >= 0, "samples", "must be >= 0")
+        require(self.bootstrap >= 0, "bootstrap", "must be >= 0")
+        require(0 <= self.max_forgetting <= 1, "max_forgetting", "must be in [0, 1]")
+
+
+class ForgettingTooMuch(DataError):
+    """The tuned model lost more than report.max_forgetting elsewhere (on_forgetting: fail)."""
+
+
+def item_scores(predictions: list[dict]) -> dict[str, dict[str, float]]:
+    """benchmark -> item id -> 1/0: task rows by their metric, general rows by acc."""
+    out: dict[str, dict[str, float]] = {}
+    for r in predictions:
+        if r["kind"] in ("task", "general"):
+            value = r["correct"] if r["kind"] == "task" else r["acc"]
+            out.setdefault(r["task"], {})[r["id"]] = float(value)
+    return out
+
+
+def paired_bootstrap(base: dict[str, float], tuned: dict[str, float], resamples: int = 1000,
+                     seed: Any = 0) -> dict[str, Any] | None:
+    """Paired percentile bootstrap of tuned − base over the items both scored (item id ->
+    score): the means, and 95% intervals of base, tuned and their difference, with the
+    verdict "inconclusive" when the difference's interval covers zero. `seed` is an int or
+    a numpy Generator (to draw several comparisons from one stream). None when no item is
+    shared or resamples is 0."""
+    import numpy as np
+
+    ids = sorted(set(base) & set(tuned))
+    if not ids or not resamples:
+        return None
+    rng = np.random.default_rng(seed)
+    b = np.array([base[i] for i in ids], dtype=float)
+    t = np.array([tuned[i] for i in ids], dtype=float)
+    idx = rng.integers(0, len(ids), size=(resamples, len(ids)))
+
+    def ci(x: Any) -> list[float]:
+        return [round(float(v), 4) for v in np.percentile(x, [2.5, 97.5])]
+
+    diff = ci((t[idx] - b[idx]).mean(1))
+    verdict = "inconclusive" if diff[0] <= 0 <= diff[1] else \
+        ("higher" if diff[0] > 0 else "lower")
+    return {"n": len(ids), "base": round(float(b.mean()), 4), "tuned": round(float(t.mean()), 4),
+            "difference": round(float((t - b).mean()), 4), "base_ci": ci(b[idx].mean(1)),
+            "tuned_ci": ci(t[idx].mean(1)), "difference_ci": diff, "verdict": verdict}
+
+
+def bootstrap(base: dict[str, dict], tuned: dict[str, dict], p: ReportParams
+              ) -> dict[str, dict[str, list[float]]]:
+    """Per benchmark, the paired bootstrap's 95% intervals of base, tuned and difference
+    (one random stream over the benchmarks in order, seeded by report.seed)."""
+    import numpy as np
+
+    rng = np.random.default_rng(p.seed)
+    intervals = {}
+    for name, items in base.items():
+        result = paired_bootstrap(items, tuned.get(name, {}), p.bootstrap, rng)
+        if result:
+            intervals[name] = {k: result[k] for k in ("base_ci", "tuned_ci", "difference_ci")}
+    return intervals
+
+
+def compare(base: dict[str, Any], tuned: dict[str, Any], trained: set[str]) -> dict[str, Any]:
+    """Rows of base vs tuned: gains on trained tasks, retention everywhere else."""
+    rows = []
+    for task, s in base["tasks"].items():
+        rows.append({"benchmark": task, "kind": "trained task" if task in trained else
+                     "untrained task", "measure": s["metric"], "base": s["score"],
+                     "tuned": tuned["tasks"][task]["score"]})
+    for name, s in base["general"].items():
+        rows.append({"benchmark": name, "kind": "general", "measure": "acc",
+                     "base": s["acc"], "tuned": tuned["general"][name]["acc"]})
+    for row in rows:
+        row["difference"] = round(row["tuned"] - row["base"], 4)
+        row["retention"] = round(row["tuned"] / row["base"], 4) if row["base"] > 0 else None
+    learned = [r for r in rows if r["kind"] == "trained task"]
+    kept = [r for r in rows if r["kind"] != "trained task"]
+    retentions = [r["retention"] for r in kept if r["retention"] is not None]
+    return {
+        "rows": rows,
+        "mean_gain": round(sum(r["difference"] for r in learned) / len(learned), 4)
+        if learned else None,
+        "mean_retained_difference": round(sum(r["difference"] for r in kept) / len(kept), 4)
+        if kept else None,
+        "mean_retention": round(sum(retentions) / len(retentions), 4) if retentions else None,
+    }
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
+             train: dict[str, Any], figures: list[str]) -> str:
+    lines = ["# Forgetting report", "",
+             f"Mean gain on trained tasks: **{pct(result['mean_gain'])} points**. "
+             f"Mean change elsewhere: **{pct(result['mean_retained_difference'])} points** "
+             f"(mean retention {pct(result['mean_retention'])}%).", "",
+             "| benchmark | kind | measure | base | tuned | difference (95% CI) | retention |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        retention = ("n/a" if r["retention"] is None else f"{100 * r['retention']:.0f}%") \
+            if r["kind"] != "trained task" else "—"
+        ci = r.get("difference_ci")
+        interval = f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else ""
+        lines.append(f"| {r['benchmark']} | {r['kind']} | {r['measure']} | {pct(r['base'])} | "
+                     f"{pct(r['tuned'])} | {100 * r['difference']:+.1f}{interval} | "
+                     f"{retention} |")
+    lines += ["", "Scores in percent; difference in points, with its paired bootstrap 95% "
+              "interval over items. Retention = tuned / base, shown for what the model should "
+              "keep (n/a when the base scores 0).", ""]
+    if result.get("forgetting_too_much"):
+        lines += [f"**Forgetting too much:** the mean change elsewhere is below "
+                  f"-{pct(result['max_forgetting'])} points (report.max_forgetting).", ""]
+    lines += text_markdown(result.get("text", []), result.get("drift"))
+    if any(f.endswith("experiments.png") for f in figures):
+        lines += ["`experiments.png`: learning vs forgetting, this run against every other run "
+                  "of the MLflow experiment (the one figure read from MLflow).", ""]
+    lines += [f"![{Path(f).stem}]({f})" for f in figures]
+    if train:
+        lines += ["", "## Training", "",
+                  f"{train.get('steps')} steps, final loss {train.get('final_loss')}, eval loss "
+                  f"{train.get('eval_loss')}, "
+                  f"{train.get('trainable_params')} trainable parameters."]
+    if samples:
+        lines += ["", "## Sample generations on general prompts", "",
+                  "| prompt | base | tuned |", "|---|---|---|"]
+        for prompt, before, after in samples:
+            cells = [c.replace("|", "\\|").replace("\n", " ") for c in (prompt, before, after)]
+            lines.append(f"| {cells[0]} | {cells[1]} | {cells[2]} |")
+    return "\n".join(lines) + "\n"
+
+
+def text_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, Any]]:
+    """Loss on plain text, base vs tuned: the rise in NLL per token is forgetting."""
+    return [{"corpus": name, "base_nll": s["nll"], "tuned_nll": tuned["text"][name]["nll"],
+             "rise": round(tuned["text"][name]["nll"] - s["nll"], 4),
+             "base_perplexity": s["perplexity"],
+             "tuned_perplexity": tuned["text"][name]["perplexity"]}
+            for name, s in base.get("text", {}).items() if name in tuned.get("text", {})]
+
+
+def ratio_bootstrap(base: Any, tuned: Any, weights: Any, p: ReportParams) -> list[float] | None:
+    """95% interval of sum(tuned - base) / sum(weights) over resampled items (documents or
+    prompts), for token-weighted means such as NLL per token."""
+    import numpy as np
+
+    if not p.bootstrap or not len(weights):
+        return None
+    rng = np.random.default_rng(p.seed)
+    b, t, w = (np.asarray(x, dtype=float) for x in (base, tuned, weights))
+    idx = rng.integers(0, len(w), size=(p.bootstrap, len(w)))
+    rises = (t[idx] - b[idx]).sum(1) / w[idx].sum(1)
+    return [round(float(v), 4) for v in np.percentile(rises, [2.5, 97.5])]
+
+
+def text_intervals(base_rows: list[dict], tuned_rows: list[dict], p: ReportParams
+                   ) -> dict[str, list[float] | None]:
+    out = {}
+    tuned = {r["id"]: r for r in tuned_rows if r["kind"] == "text"}
+    for name in sorted({r["task"] for r in base_rows if r["kind"] == "text"}):
+        docs = [r for r in base_rows if r["kind"] == "text" and r["task"] == name
+                and r["id"] in tuned]
+        out[name] = ratio_bootstrap([-r["loglikelihood"] for r in docs],
+                                    [-tuned[r["id"]]["loglikelihood"] for r in docs],
+                                    [r["tokens"] for r in docs], p)
+    return out
+
+
+def text_markdown(rows: list[dict], drift: dict[str, Any] | None) -> list[str]:
+    def ci(interval: list[float] | None) -> str:
+        return f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
+
+    lines = []
+    if rows:
+        lines += ["## Loss on general text", "",
+                  "| corpus | base NLL | tuned NLL | rise (95% CI) | base ppl | tuned ppl |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['corpus']} | {r['base_nll']:.4f} | {r['tuned_nll']:.4f} | "
+                  f"{r['rise']:+.4f}{ci(r.get('rise_ci'))} | {r['base_perplexity']} | "
+                  f"{r['tuned_perplexity']} |" for r in rows]
+        lines += ["", "NLL in nats per token (rolling windows); a rise is forgetting.", ""]
+    if drift:
+        lines += ["## Drift", "",
+                  f"The base model's own answers to {drift['prompts']} general prompts "
+                  f"({drift['answer_tokens']} tokens) cost {drift['base_nll']:.4f} nats per "
+                  f"token under the base and {drift['tuned_nll']:.4f} under the tuned model: "
+                  f"drift **{drift['drift']:+.4f}**{ci(drift.get('drift_ci'))} nats per token "
+                  "(how far the model moved where it was not trained).", ""]
+    return lines
+
+
+def plot(result: dict[str, Any], curve: list[dict], scatter: tuple[list[dict], dict],
+         folder: Path) -> list[str]:
+    from forgetful.report import figures
+
+    figures.scores(result["rows"], folder / "forgetting.png")
+    names = ["forgetting.png"]
+    if curve:
+        figures.curve(curve, folder / "train_loss.png")
+        names.append("train_loss.png")
+    if scatter[1]["gain"] is not None and scatter[1]["change"] is not None:
+        figures.experiments(*scatter, folder / "experiments.png")
+        names.append("experiments.png")
+    return names
+
+
+def other_runs(tp: tracking.TrackingParams, run_id: str | None) -> list[dict]:
+    """Learning and forgetting of every other run in the MLflow experiment."""
+    keys = ("forgetting.mean_gain", "forgetting.mean_retained_difference")
+    return [{"name": r["run_name"], "gain": r[keys[0]], "change": r[keys[1]]}
+            for r in tracking.runs_with(tp, keys) or [] if r["run_id"] != run_id]

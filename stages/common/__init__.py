@@ -1,1 +1,0 @@
-"""Plain functions shared by the stages: config, artifacts, tracking, data, models, scoring."""
