@@ -36,6 +36,7 @@ from forgetful.core.artifacts import (
 from forgetful.core.cli import run_stage
 from forgetful.core.config import build, load_params, section
 from forgetful.report.forgetting import (
+    SUITE,
     ForgettingTooMuch,
     ReportParams,
     bootstrap,
@@ -45,6 +46,7 @@ from forgetful.report.forgetting import (
     other_runs,
     pct,
     plot,
+    pooled_items,
     ratio_bootstrap,
     text_intervals,
     text_rows,
@@ -57,10 +59,13 @@ def main(a: argparse.Namespace) -> None:
     tp = tracking.load(params)
     base, tuned = read_json(a.base_eval / "scores.json"), read_json(a.tuned_eval / "scores.json")
     trained = set(read_json(a.mix)["tasks"])
-    result = compare(base, tuned, trained)
+    result = compare(base, tuned, trained, p.min_above_chance)
     base_rows = read_jsonl(a.base_eval / "predictions.jsonl")
     tuned_rows = read_jsonl(a.tuned_eval / "predictions.jsonl")
-    intervals = bootstrap(item_scores(base_rows), item_scores(tuned_rows), p)
+    base_items, tuned_items = item_scores(base_rows), item_scores(tuned_rows)
+    base_items[SUITE] = pooled_items(base_items, result["rows"])
+    tuned_items[SUITE] = pooled_items(tuned_items, result["rows"])
+    intervals = bootstrap(base_items, tuned_items, p)
     for row in result["rows"]:
         row.update(intervals.get(row["benchmark"], {}))
     result["text"] = text_rows(base, tuned)

@@ -128,3 +128,31 @@ def test_lm_eval_task_names_run_through_lm_eval(tmp_path: Path, tiny_model: Path
     assert scores["local_facts"]["metric"] == "acc" and scores["local_facts"]["n"] == 20
     with pytest.raises(ConfigError, match="lm-eval knows no task .*no_such_task"):
         run_tasks(model, tokenizer, ("no_such_task",), str(tmp_path / "tasks"), 0, 8)
+
+
+def test_general_suite_is_600_items_over_at_least_6_skills_of_60() -> None:
+    from forgetful.evaluate.general import SKILLS
+
+    suite = {name: make() for name, make in SKILLS.items()}
+    assert len(suite) >= 6 and all(len(items) >= 60 for items in suite.values())
+    assert sum(map(len, suite.values())) >= 600
+    for name, items in suite.items():
+        contexts = [it["context"] for it in items]
+        assert len(set(contexts)) == len(contexts), f"{name} repeats a question"
+        for it in items:
+            assert len(set(it["choices"])) == len(it["choices"]) >= 2, (name, it)
+            assert 0 <= it["answer"] < len(it["choices"]), (name, it)
+            assert it["context"].startswith("Question: ") and it["context"].endswith("\nAnswer:")
+        assert items == SKILLS[name](), f"{name} is not the same on a second call (seeded)"
+    # Seeded distractors are spread over the positions, not always first or last.
+    positions = [it["answer"] for items in suite.values() for it in items
+                 if len(it["choices"]) == 4]
+    assert all(positions.count(k) > len(positions) / 8 for k in range(4))
+
+
+def test_story_cloze_uses_no_name_of_the_reading_task() -> None:
+    from forgetful.data.builtin_tasks import ANIMALS, NAMES
+    from forgetful.evaluate.general import STORY_ANIMALS, STORY_NAMES
+
+    assert not set(STORY_NAMES) & set(NAMES)
+    assert not set(STORY_ANIMALS) & set(ANIMALS)

@@ -55,7 +55,7 @@ def test_bootstrap_intervals_bracket_the_difference(tmp_path: Path) -> None:
     low, high = cap["difference_ci"]
     assert low < -0.25 < high and high <= 0  # every resample loses, none gains
     assert rows["sentiment"]["difference_ci"] == [1.0, 1.0]  # 0 -> 1 on every item
-    assert "| capitals | general | acc | 100.0 | 75.0 | -25.0 [" in a.markdown.read_text()
+    assert "| capitals | general | acc | 20 | 100.0 | 75.0 | -25.0 [" in a.markdown.read_text()
     again = run(tmp_path, [1] * 15 + [0] * 5)
     assert json.loads(again.metrics.read_text()) == json.loads(a.metrics.read_text())  # seeded
 
@@ -70,3 +70,24 @@ def test_forgetting_gate_warns_or_fails(tmp_path: Path, capsys) -> None:
     with pytest.raises(ForgettingTooMuch, match=r"lost 50\.0 points .*nothing was written"):
         run(fresh, [1] * 10 + [0] * 10, max_forgetting=0.2, on_forgetting="fail")
     assert not (fresh / "r").exists()
+
+
+def test_near_chance_skills_are_shown_but_not_counted_and_the_suite_pools_items() -> None:
+    from forgetful.report.forgetting import NEAR_CHANCE, SUITE, compare, pooled_items
+
+    def scores(a: float, b: float, c: float) -> dict:
+        return {"tasks": {"t": {"metric": "exact_match", "score": a}},
+                "general": {"known": {"acc": b, "acc_norm": b, "n": 100, "chance": 0.25},
+                            "known2": {"acc": 0.8, "acc_norm": 0.8, "n": 300, "chance": 0.25},
+                            "guess": {"acc": c, "acc_norm": c, "n": 60, "chance": 0.25}}}
+
+    result = compare(scores(0.0, 0.9, 0.3), scores(1.0, 0.7, 0.0), {"t"}, 0.10)
+    kinds = {r["benchmark"]: r["kind"] for r in result["rows"]}
+    assert kinds == {"t": "trained task", "known": "general", "known2": "general",
+                     "guess": NEAR_CHANCE, SUITE: SUITE}
+    # Kept: known (-0.2) and known2 (0.0); the near-chance drop of 0.3 is not counted.
+    assert result["mean_retained_difference"] == pytest.approx(-0.1)
+    suite = next(r for r in result["rows"] if r["kind"] == SUITE)
+    assert suite["n"] == 400 and suite["base"] == pytest.approx((90 + 240) / 400)
+    items = {"known": {"k1": 1.0}, "known2": {"k2": 0.0}, "guess": {"g1": 1.0}}
+    assert pooled_items(items, result["rows"]) == {"k1": 1.0, "k2": 0.0}

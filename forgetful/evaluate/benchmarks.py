@@ -26,21 +26,8 @@ from typing import Any
 
 from forgetful.core.artifacts import iter_jsonl
 from forgetful.core.config import DataError, require
+from forgetful.evaluate.general import SKILLS
 
-CAPITALS = {
-    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid",
-    "Japan": "Tokyo", "China": "Beijing", "Russia": "Moscow", "Egypt": "Cairo",
-    "England": "London", "Greece": "Athens", "Canada": "Ottawa", "Austria": "Vienna",
-    "Portugal": "Lisbon", "Ireland": "Dublin", "Norway": "Oslo", "Sweden": "Stockholm",
-    "Poland": "Warsaw", "Kenya": "Nairobi", "Peru": "Lima", "Argentina": "Buenos Aires",
-    "Thailand": "Bangkok", "South Korea": "Seoul", "Finland": "Helsinki", "Cuba": "Havana",
-}
-OPPOSITES = {
-    "hot": "cold", "big": "small", "up": "down", "fast": "slow", "happy": "sad",
-    "light": "dark", "open": "closed", "early": "late", "full": "empty", "hard": "soft",
-    "young": "old", "wet": "dry", "strong": "weak", "rich": "poor", "loud": "quiet",
-    "high": "low", "near": "far", "thick": "thin", "clean": "dirty", "first": "last",
-}
 FACTS = [
     ("Which animal says moo?", "cow", ["dog", "cat", "duck"]),
     ("Which animal barks?", "dog", ["cow", "fish", "owl"]),
@@ -63,26 +50,6 @@ FACTS = [
     ("Where do fish live?", "water", ["trees", "sand", "clouds"]),
     ("What do cows drink?", "water", ["milk", "oil", "juice"]),
 ]
-
-
-def _from_mapping(mapping: dict[str, str], question: str, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    answers = sorted(set(mapping.values()))
-    items = []
-    for key, answer in mapping.items():
-        choices = rng.sample([a for a in answers if a != answer], 3) + [answer]
-        rng.shuffle(choices)
-        items.append({"context": f"Question: {question.format(key)}\nAnswer:",
-                      "choices": choices, "answer": choices.index(answer)})
-    return items
-
-
-def capitals() -> list[dict]:
-    return _from_mapping(CAPITALS, "What is the capital of {}?", seed=1)
-
-
-def opposites() -> list[dict]:
-    return _from_mapping(OPPOSITES, "What is the opposite of {}?", seed=2)
 
 
 def facts() -> list[dict]:
@@ -183,11 +150,9 @@ def question_of(item: dict) -> str:
     return item["context"].removeprefix("Question: ").removesuffix("\nAnswer:")
 
 
-BENCHMARKS: dict[str, Callable[[], list[dict]]] = {
-    "capitals": capitals,
-    "opposites": opposites,
-    "facts": facts,
-}
+# The built-in general suite's skills (forgetful.evaluate.general), and `facts`, the
+# 20-item set of earlier versions.
+BENCHMARKS: dict[str, Callable[[], list[dict]]] = {**SKILLS, "facts": facts}
 
 PROSE = [
     "The river begins in the hills as a thin stream of cold water. It gathers rain from the "

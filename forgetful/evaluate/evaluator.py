@@ -109,6 +109,8 @@ def score_general(model: Any, tokenizer: Any, p: EvalParams) -> tuple[dict[str, 
             "acc": round(sum(r["acc"] for r in results) / len(results), 4),
             "acc_norm": round(sum(r["acc_norm"] for r in results) / len(results), 4),
             "n": len(results),
+            # what guessing scores: a skill near it tells nothing about forgetting
+            "chance": round(sum(1 / len(it["choices"]) for it in items) / len(items), 4),
         }
         rows += [{"kind": "general", "task": name, "id": f"{name}-{i}",
                   "instruction": it["context"], "target": it["choices"][it["answer"]], **res}

@@ -23,11 +23,14 @@ class ReportParams:
     seed: int = 0  # bootstrap seed
     max_forgetting: float = 0.10  # mean drop elsewhere (fraction) that marks a run
     on_forgetting: Literal["warn", "fail"] = "warn"  # past max_forgetting: warn, or fail
+    # a general benchmark counts in "kept" only when the base beats chance by this much
+    min_above_chance: float = 0.10
 
     def __post_init__(self) -> None:
         require(self.samples >= 0, "samples", "must be >= 0")
         require(self.bootstrap >= 0, "bootstrap", "must be >= 0")
         require(0 <= self.max_forgetting <= 1, "max_forgetting", "must be in [0, 1]")
+        require(0 <= self.min_above_chance < 1, "min_above_chance", "must be in [0, 1)")
 
 
 class ForgettingTooMuch(DataError):
@@ -87,21 +90,39 @@ def bootstrap(base: dict[str, dict], tuned: dict[str, dict], p: ReportParams
     return intervals
 
 
-def compare(base: dict[str, Any], tuned: dict[str, Any], trained: set[str]) -> dict[str, Any]:
-    """Rows of base vs tuned: gains on trained tasks, retention everywhere else."""
+NEAR_CHANCE = "general (near chance)"
+SUITE = "general suite"
+
+
+def compare(base: dict[str, Any], tuned: dict[str, Any], trained: set[str],
+            min_above_chance: float = 0.0) -> dict[str, Any]:
+    """Rows of base vs tuned: gains on trained tasks, retention everywhere else. A general
+    benchmark on which the base scores less than `min_above_chance` above chance is shown
+    (kind "general (near chance)") but not counted in what was kept: a model that only
+    guesses there has nothing to forget. The "general suite" row pools the items of every
+    counted general benchmark (item-weighted)."""
     rows = []
     for task, s in base["tasks"].items():
         rows.append({"benchmark": task, "kind": "trained task" if task in trained else
                      "untrained task", "measure": s["metric"], "base": s["score"],
                      "tuned": tuned["tasks"][task]["score"]})
     for name, s in base["general"].items():
-        rows.append({"benchmark": name, "kind": "general", "measure": "acc",
-                     "base": s["acc"], "tuned": tuned["general"][name]["acc"]})
+        near = s["acc"] < s.get("chance", 0.0) + min_above_chance
+        rows.append({"benchmark": name, "kind": NEAR_CHANCE if near else "general",
+                     "measure": "acc", "base": s["acc"], "tuned": tuned["general"][name]["acc"],
+                     "acc_norm_base": s.get("acc_norm"),
+                     "acc_norm_tuned": tuned["general"][name].get("acc_norm"), "n": s["n"]})
+    counted = [r for r in rows if r["kind"] == "general"]
+    if len(counted) > 1:
+        n = sum(r["n"] for r in counted)
+        rows.append({"benchmark": SUITE, "kind": SUITE, "measure": "acc", "n": n,
+                     **{k: round(sum(r[k] * r["n"] for r in counted) / n, 4)
+                        for k in ("base", "tuned")}})
     for row in rows:
         row["difference"] = round(row["tuned"] - row["base"], 4)
         row["retention"] = round(row["tuned"] / row["base"], 4) if row["base"] > 0 else None
     learned = [r for r in rows if r["kind"] == "trained task"]
-    kept = [r for r in rows if r["kind"] != "trained task"]
+    kept = [r for r in rows if r["kind"] in ("untrained task", "general")]
     retentions = [r["retention"] for r in kept if r["retention"] is not None]
     return {
         "rows": rows,
@@ -111,6 +132,13 @@ def compare(base: dict[str, Any], tuned: dict[str, Any], trained: set[str]) -> d
         if kept else None,
         "mean_retention": round(sum(retentions) / len(retentions), 4) if retentions else None,
     }
+
+
+def pooled_items(items: dict[str, dict[str, float]], rows: list[dict]) -> dict[str, float]:
+    """The per-item scores of every counted general benchmark, in one dict (the suite row's
+    bootstrap)."""
+    return {i: v for r in rows if r["kind"] == "general" for i, v in items.get(r["benchmark"],
+                                                                             {}).items()}
 
 
 def pct(x: float | None) -> str:
@@ -123,19 +151,23 @@ def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
              f"Mean gain on trained tasks: **{pct(result['mean_gain'])} points**. "
              f"Mean change elsewhere: **{pct(result['mean_retained_difference'])} points** "
              f"(mean retention {pct(result['mean_retention'])}%).", "",
-             "| benchmark | kind | measure | base | tuned | difference (95% CI) | retention |",
-             "|---|---|---|---:|---:|---:|---:|"]
+             *suite_line(result["rows"]),
+             "| benchmark | kind | measure | items | base | tuned | difference (95% CI) | "
+             "retention |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         retention = ("n/a" if r["retention"] is None else f"{100 * r['retention']:.0f}%") \
             if r["kind"] != "trained task" else "—"
         ci = r.get("difference_ci")
         interval = f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else ""
-        lines.append(f"| {r['benchmark']} | {r['kind']} | {r['measure']} | {pct(r['base'])} | "
+        lines.append(f"| {r['benchmark']} | {r['kind']} | {r['measure']} | {r.get('n', '')} | "
+                     f"{pct(r['base'])} | "
                      f"{pct(r['tuned'])} | {100 * r['difference']:+.1f}{interval} | "
                      f"{retention} |")
     lines += ["", "Scores in percent; difference in points, with its paired bootstrap 95% "
               "interval over items. Retention = tuned / base, shown for what the model should "
-              "keep (n/a when the base scores 0).", ""]
+              "keep (n/a when the base scores 0). A general benchmark on which the base scores "
+              "less than report.min_above_chance above chance is shown as near chance and not "
+              "counted in the mean change elsewhere.", ""]
     if result.get("forgetting_too_much"):
         lines += [f"**Forgetting too much:** the mean change elsewhere is below "
                   f"-{pct(result['max_forgetting'])} points (report.max_forgetting).", ""]
@@ -156,6 +188,21 @@ def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
             cells = [c.replace("|", "\\|").replace("\n", " ") for c in (prompt, before, after)]
             lines.append(f"| {cells[0]} | {cells[1]} | {cells[2]} |")
     return "\n".join(lines) + "\n"
+
+
+def suite_line(rows: list[dict]) -> list[str]:
+    """The general suite's headline: pooled items, change, interval, verdict."""
+    suite = next((r for r in rows if r["kind"] == SUITE), None)
+    if suite is None:
+        return []
+    counted = [r["benchmark"] for r in rows if r["kind"] == "general"]
+    ci = suite.get("difference_ci")
+    verdict = "" if not ci else (" — inconclusive (the interval covers zero)"
+                                 if ci[0] <= 0 <= ci[1] else " — a real change")
+    interval = f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else ""
+    return [f"General suite: {suite['n']} items over {len(counted)} skills "
+            f"({', '.join(counted)}): base {pct(suite['base'])}%, tuned {pct(suite['tuned'])}%, "
+            f"change **{100 * suite['difference']:+.1f} points**{interval}{verdict}.", ""]
 
 
 def text_rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, Any]]:
