@@ -111,7 +111,7 @@ def test_contaminated_replay_fails_the_stage_and_writes_nothing(formatted,
     root, tiny_params = formatted
     tiny_params["mix_tasks"]["replay"] = {"task": "leaky", "ratio": 0.2}
     pfile = write_params(root / "params.yaml", tiny_params)
-    with pytest.raises(DataError, match=r"evaluation set general:capitals: 2 of 24 items overlap "
+    with pytest.raises(DataError, match=r"evaluation set general:capitals: 2 of 89 items overlap "
                                         r"the training mixture .*max_share=0\.01"):
         main(root / "formatted", tiny_model, root / "mixed", root / "mix.json", pfile)
     assert not (root / "mixed").exists() and not (root / "mix.json").exists()
