@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run test lint compare gpu-check bench bench-gpu
+.PHONY: install run test lint compare seeds gpu-check bench bench-gpu
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test: install
 # Every PEFT method on the same mixture, one dvc experiment each, then reports/methods.md.
 compare: install
 	$(PY) -m stages.compare_methods --set train_adapter.max_steps=20 --set evaluate.max_test_examples=20
+
+# The default pipeline over seeds.runs seeds (dvc experiments), then reports/seeds.md.
+seeds: install
+	$(PY) -m stages.run_seeds
 
 # GPU checks (QLoRA with bitsandbytes on CUDA, bf16 compute, merge); skipped without CUDA.
 gpu-check: install

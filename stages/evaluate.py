@@ -16,7 +16,8 @@ Run:    python -m stages.evaluate --name base --model models/base \
 
 dvc.yaml runs it once for the base model and once for the tuned (merged) model, as two
 instances, so the base's scores stay in DVC's cache across experiments that change only
-training. Task test splits are scored by greedy generation and the task's metric; the
+training. Task test splits (and built-in tasks' in-template splits) are scored by greedy
+generation and the task's metric, classification by label likelihood; the
 general suite by multiple-choice log-likelihood, as lm-evaluation-harness does; plain
 text by rolling-window log-likelihood, as its `loglikelihood_rolling` does.
 """
@@ -30,10 +31,11 @@ from forgetful.core import tracking
 from forgetful.core.artifacts import Timer, read_json, read_jsonl, write_json, write_jsonl
 from forgetful.core.cli import run_stage
 from forgetful.core.config import DataError, build, load_params, section
+from forgetful.data.formatting import IN_TEMPLATE
 from forgetful.data.metrics import LIKELIHOOD_METRICS
 from forgetful.data.sources import parse_task
 from forgetful.data.templates import prompt_of
-from forgetful.evaluate.benchmarks import GENERAL_PROMPTS
+from forgetful.evaluate.benchmarks import GENERAL_PROMPTS, suite
 from forgetful.evaluate.evaluator import (
     EvalParams,
     complete,
@@ -50,7 +52,8 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
     p = build(EvalParams, section(params, "evaluate"), "evaluate")
     fmt = section(params, "format_data")
     tp = tracking.load(params)
-    tests, labels = {}, {}
+    suite(p.general_suite, p.files)  # a malformed benchmark file fails now, before any model
+    tests, labels, in_template = {}, {}, {}
     for task, block in (fmt.get("tasks") or {}).items():
         if not parse_task(task, block).spec.evaluate:
             continue
@@ -59,13 +62,17 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
             raise DataError(f"{formatted / task / 'test.jsonl'} is empty; evaluate needs test "
                             f"examples (format_data.tasks.{task}.n_test)")
         tests[task] = records[: p.max_test_examples] if p.max_test_examples else records
+        seen_path = formatted / task / f"{IN_TEMPLATE}.jsonl"
+        seen = read_jsonl(seen_path) if seen_path.exists() else []
+        if seen:
+            in_template[task] = seen[: p.max_test_examples] if p.max_test_examples else seen
         if records[0]["metric"] in LIKELIHOOD_METRICS:  # every label word the task uses
-            seen = read_jsonl(formatted / task / "train.jsonl") + records
-            labels[task] = sorted({r["completion"] for r in seen})
+            known = read_jsonl(formatted / task / "train.jsonl") + records + seen
+            labels[task] = sorted({r["completion"] for r in known})
     timer = Timer()
     model_info = read_json(model_dir / "run_info.json")
     model, tokenizer = load_for_eval(model_dir)
-    task_scores, task_rows = score_tasks(model, tokenizer, tests, p, labels)
+    task_scores, task_rows = score_tasks(model, tokenizer, tests, p, labels, in_template)
     general_scores, general_rows = score_general(model, tokenizer, p)
     if p.lm_eval_tasks:
         from forgetful.evaluate.harness import run_tasks

@@ -5,7 +5,9 @@ Deps:   this module, forgetful.data (formatting, sources, formats, templates, hy
 Params: format_data.{seed, template, max_length, overlong, invalid_records,
         max_skipped_share, dedup},
         format_data.tasks.<task>.
-Outs:   <out>/train.jsonl, val.jsonl, test.jsonl, run_info.json; metrics <metrics>
+Outs:   <out>/train.jsonl, val.jsonl, test.jsonl (a built-in task's from its held-out
+        frames and fillings), test_in_template.jsonl (built-in tasks: training frames,
+        unseen fillings), run_info.json; metrics <metrics>
         (examples per split, duplicates removed, over-long records dropped or truncated,
         supervised-token share). Each record keeps the rendered `prompt` and the
         `completion` apart; multi-turn chats also keep their `segments` (text, trained).
@@ -24,9 +26,15 @@ from pathlib import Path
 from forgetful.core.artifacts import atomic_dir, run_info, write_json, write_jsonl
 from forgetful.core.cli import run_stage
 from forgetful.core.config import ConfigError, DataError, build, load_params, section
-from forgetful.data.formatting import SPLITS, FormatParams, split, to_records
+from forgetful.data.formatting import IN_TEMPLATE, FormatParams, split, to_records
 from forgetful.data.hygiene import deduplicate
-from forgetful.data.sources import load_conversations, metric_of, parse_task, provenance
+from forgetful.data.sources import (
+    heldout_conversations,
+    load_conversations,
+    metric_of,
+    parse_task,
+    provenance,
+)
 from forgetful.data.templates import template_hash
 
 
@@ -46,10 +54,14 @@ def main(task_name: str, base: Path, out: Path, metrics_path: Path,
                         f"records are invalid (over format_data.max_skipped_share="
                         f"{p.max_skipped_share}); the first: {invalid[0]}")
     conversations, exact, near = deduplicate(loaded, p.dedup.ngram, p.dedup.near_threshold)
-    splits = split(conversations, task.spec, p.seed, task_name)
+    heldout = heldout_conversations(task)
+    if heldout is not None:
+        heldout, exact_h, near_h = deduplicate(heldout, p.dedup.ngram, p.dedup.near_threshold)
+        exact, near = exact + exact_h, near + near_h
+    splits = split(conversations, task.spec, p.seed, task_name, heldout)
     metric = metric_of(task)
     records, stats = {}, {}
-    for name in SPLITS:
+    for name in splits:
         records[name], stats[name] = to_records(task, name, splits[name], p, tokenizer, metric)
         size = len(splits[name])
         if size and stats[name]["dropped"] > p.max_skipped_share * size:
@@ -58,12 +70,13 @@ def main(task_name: str, base: Path, out: Path, metrics_path: Path,
                 f"are over format_data.max_length={p.max_length} tokens (limit "
                 f"max_skipped_share={p.max_skipped_share}); raise max_length or set "
                 "overlong: truncate")
-        wanted = {"train": task.spec.n_train, "val": task.spec.n_val, "test": task.spec.n_test}
+        wanted = {"train": task.spec.n_train, "val": task.spec.n_val, "test": task.spec.n_test,
+                  IN_TEMPLATE: getattr(task.spec, "n_in_template", 0)}
         if wanted[name] and not records[name]:
             raise DataError(f"task '{task_name}' has an empty {name} split")
     train = stats["train"]
     metrics = {
-        "examples": {s: len(records[s]) for s in SPLITS},
+        "examples": {s: len(records[s]) for s in records},
         "invalid_records": len(invalid), "exact_duplicates": exact, "near_duplicates": near,
         "dropped_overlong": sum(s["dropped"] for s in stats.values()),
         "truncated": sum(s["truncated"] for s in stats.values()),
@@ -71,7 +84,7 @@ def main(task_name: str, base: Path, out: Path, metrics_path: Path,
         "supervised_token_share": round(train["supervised_tokens"] / max(train["tokens"], 1), 4),
     }
     with atomic_dir(out) as tmp:
-        for name in SPLITS:
+        for name in records:
             write_jsonl(tmp / f"{name}.jsonl", records[name])
         write_json(tmp / "run_info.json", run_info(
             "format_data", {k: v for k, v in asdict(p).items() if k != "tasks"} |
@@ -80,6 +93,12 @@ def main(task_name: str, base: Path, out: Path, metrics_path: Path,
             template={"name": p.template, "sha256_16": template_hash(p.template, tokenizer)},
         ))
     write_json(metrics_path, metrics)
+    dropped = metrics["dropped_overlong"]
+    if dropped:
+        longest = max(s["longest_dropped"] for s in stats.values())
+        print(f"format_data: {task_name}: dropped {dropped} records longer than "
+              f"format_data.max_length={p.max_length} tokens (the longest: {longest} tokens); "
+              "raise max_length, or set overlong: truncate to keep them shortened")
     counts = ", ".join(f"{s} {len(v)}" for s, v in records.items())
     print(f"format_data: {task_name}: {counts}; duplicates {exact}+{near}, "
           f"supervised share {metrics['supervised_token_share']} -> {out}")

@@ -62,6 +62,9 @@ def main(formatted: Path, base: Path, out: Path, metrics: Path,
              for name, spec in (evaluation.get("files") or {}).items()}
     infos = {d.name: read_json(d / "run_info.json") for d in sorted(formatted.iterdir())
              if (d / "run_info.json").exists()}
+    # Every evaluation text, read first: a malformed benchmark file (an answer index out of
+    # range, say) fails here, before any tokenizer or model loads.
+    sets = evaluation_sets(formatted, infos, names, files)
     for task in [*p.weights, *p.caps, *([p.replay.task] if p.replay.task else [])]:
         if task not in infos:
             raise ConfigError(f"mix_tasks names task '{task}', which format_data did not "
@@ -80,8 +83,7 @@ def main(formatted: Path, base: Path, out: Path, metrics: Path,
                                           lambda r: len(encode(r, tokenizer)["input_ids"]))
     checked = contamination(
         [f"{r['instruction']} {r['completion']}" for r in mixed_train],
-        evaluation_sets(formatted, infos, names, files),
-        p.contamination.ngram, p.contamination.item_threshold)
+        sets, p.contamination.ngram, p.contamination.item_threshold)
     summary["contamination"] = checked
     worst = max(checked.items(), key=lambda kv: kv[1]["share"])
     if worst[1]["share"] > p.contamination.max_share:

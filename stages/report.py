@@ -12,7 +12,8 @@ Run:    python -m stages.report --base-eval reports/eval/base --tuned-eval repor
             --mix reports/metrics/mix.json --curve reports/plots/train_curve.csv \
             --adapter models/adapter --markdown reports/forgetting.md \
             --figures reports/figures --metrics reports/metrics/forgetting.json \
-            --plot reports/plots/forgetting.csv --drift reports/eval/drift
+            --plot reports/plots/forgetting.csv --drift reports/eval/drift \
+            --probe reports/plots/probe_curve.csv
 
 Trained tasks (weight > 0 in the mixture) are what the model should learn; every other
 task and every general benchmark is what it should keep. Retention is tuned / base.
@@ -66,7 +67,7 @@ def main(a: argparse.Namespace) -> None:
     base_items[SUITE] = pooled_items(base_items, result["rows"])
     tuned_items[SUITE] = pooled_items(tuned_items, result["rows"])
     intervals = bootstrap(base_items, tuned_items, p)
-    for row in result["rows"]:
+    for row in result["rows"] + result["task_details"]:
         row.update(intervals.get(row["benchmark"], {}))
     result["text"] = text_rows(base, tuned)
     text_ci = text_intervals(base_rows, tuned_rows, p)
@@ -90,11 +91,18 @@ def main(a: argparse.Namespace) -> None:
         print(f"warning: {message}")
     with open(a.curve) as fh:
         curve = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    adapter_info = read_json(a.adapter / "run_info.json")
+    if a.probe and a.probe.exists():
+        with open(a.probe) as fh:
+            points = [{k: int(v) if k == "step" else float(v) for k, v in row.items() if v}
+                      for row in csv.DictReader(fh)]
+        result["probe"] = {"points": points, "trained": sorted(trained),
+                           "every": adapter_info["params"].get("evaluate_every"),
+                           "items": adapter_info.get("metrics", {}).get("probe_items", {})}
     before = {r["id"]: r for r in read_jsonl(a.base_eval / "samples.jsonl")}
     after = read_jsonl(a.tuned_eval / "samples.jsonl")
     samples = [(r["instruction"], before[r["id"]]["prediction"], r["prediction"])
                for r in after[: p.samples]]
-    adapter_info = read_json(a.adapter / "run_info.json")
     run_id = tracking.find_run(tp, weights_sha256(a.adapter))
     others = other_runs(tp, run_id) if run_id else []
     current = {"name": "this run", "gain": result["mean_gain"],
@@ -109,7 +117,8 @@ def main(a: argparse.Namespace) -> None:
     tracking.log_metrics(tp, run_id, {
         "eval.base": {k: v for k, v in base.items() if k != "model"},
         "forgetting": {k: v for k, v in result.items()
-                       if k not in ("rows", "text", "max_forgetting")},
+                       if k not in ("rows", "text", "max_forgetting", "task_details",
+                                    "probe")},
         "forgetting.difference": {r["benchmark"]: r["difference"] for r in result["rows"]},
         "forgetting.text_rise": {r["corpus"]: r["rise"] for r in result["text"]},
     })
@@ -125,6 +134,8 @@ def cli() -> None:
         parser.add_argument(arg, type=Path, required=True)
     parser.add_argument("--drift", type=Path, default=None,
                         help="measure_drift's folder (items.jsonl, scores.json)")
+    parser.add_argument("--probe", type=Path, default=None,
+                        help="train_adapter's probe CSV (forgetting during training)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     run_stage(lambda: main(args))

@@ -1,14 +1,19 @@
 """Stage train_adapter: PEFT training on the mixture, loss on completion tokens only.
 
-Deps:   this module, forgetful.train (trainer, methods, completion loss), models/base, data/mixed.
-Params: train_adapter.* (seed, method and its block, optimisation and batch settings).
+Deps:   this module, forgetful.train (trainer, methods, completion loss, probes), models/base,
+        data/mixed, data/formatted (the held-out task items the probe scores).
+Params: train_adapter.* (seed, method and its block, optimisation and batch settings,
+        evaluate_every and the probe's items).
 Outs:   <out>/ adapter in PEFT's format (adapter_config.json, adapter_model.safetensors)
         with run_info.json (which holds the MLflow run id); metrics <metrics>; the training
         curve <curve> (CSV: step, loss, learning_rate) as a DVC plot; tokens/s per step
-        goes to MLflow only, so the curve is the same bytes on every identical run.
+        goes to MLflow only, so the curve is the same bytes on every identical run; with
+        evaluate_every > 0, the probe points <probe> (CSV: step, general suite subsample,
+        each evaluated task's held-out items; forgetful/train/probes.py), also in MLflow.
 Run:    python -m stages.train_adapter --base models/base --data data/mixed \
             --out models/adapter --metrics reports/metrics/train.json \
-            --curve reports/plots/train_curve.csv
+            --curve reports/plots/train_curve.csv --formatted data/formatted \
+            --probe reports/plots/probe_curve.csv
 
 Uses transformers' Trainer (optimizer, schedule, accumulation, devices, DDP/FSDP under
 torchrun, checkpoints); our code tokenizes with label masking, computes the output layer
@@ -42,6 +47,7 @@ from forgetful.core.cli import run_stage
 from forgetful.core.config import DataError, load_params, section
 from forgetful.train import checkpoints, distributed
 from forgetful.train.callbacks import make_callback
+from forgetful.train.probes import probe_callback, probe_set
 from forgetful.train.trainer import (
     VOLATILE,
     TrainParams,
@@ -70,7 +76,8 @@ def open_run(p: TrainParams, params: dict, tp: tracking.TrackingParams, base_inf
 
 
 def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path,
-         params_file: Path = Path("params.yaml"), checkpoint_dir: Path | None = None) -> None:
+         params_file: Path = Path("params.yaml"), checkpoint_dir: Path | None = None,
+         formatted: Path | None = None, probe_path: Path | None = None) -> None:
     params = load_params(params_file)
     p = parse_params(section(params, "train_adapter"))
     tp = tracking.load(params)
@@ -81,6 +88,10 @@ def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path
     val_set, _ = encode_all(read_jsonl(data / "val.jsonl"), tokenizer, p.max_length)
     if not train_set and not dropped:
         raise DataError(f"{data / 'train.jsonl'} is empty; nothing to train on")
+    if dropped:
+        print(f"train_adapter: dropped {dropped} of {len(train_set) + dropped} training "
+              f"records longer than train_adapter.max_length={p.max_length} tokens; raise "
+              "max_length to keep them", flush=True)
     if dropped > p.max_dropped_share * (len(train_set) + dropped):
         raise DataError(
             f"{data / 'train.jsonl'}: {dropped} of {len(train_set) + dropped} records are longer "
@@ -102,17 +113,33 @@ def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path
         tracking.log_metrics(tp, run_id, {"mix": mix_info.get("composition", {})})
     else:
         print(f"train_adapter: resuming from {resume} (MLflow run {run_id})", flush=True)
-    curve = checkpoints.load_curve(resume)
+    curve, points = checkpoints.load_curve(resume)
+    probe, probe_items = None, {}
+    if p.evaluate_every:
+        items = probe_set(p.probe, formatted)
+        probe_items = {"general": len(items.general)} | {t: len(r) for t, r in
+                                                         items.tasks.items()}
+        probe = probe_callback(items, tokenizer, p.probe, p.evaluate_every, points,
+                               lambda m, step: tracking.log_metrics(tp, run_id, m, step=step))
     model, metrics = train(p, base, train_set, val_set, tokenizer.pad_token_id,
-                           make_callback(tp, run_id, curve), output_dir=checkpoint_dir,
-                           resume=resume)
+                           make_callback(tp, run_id, curve, points), output_dir=checkpoint_dir,
+                           resume=resume, probe=probe)
     if not distributed.is_main():  # rank 0 writes the outputs
         return
-    metrics |= {"train_loss": round(sum(c["loss"] for c in curve) / len(curve), 5),
+    since = int(resume.name.split("-")[1]) if resume else -1  # points measured this session
+    probe_seconds = sum(x["seconds"] for x in points if x["step"] > since)
+    if probe_seconds:  # tokens/s of training alone
+        busy = metrics["train_seconds"] - probe_seconds
+        metrics["tokens_per_s"] = round(metrics["tokens_per_s"] * metrics["train_seconds"] /
+                                        max(busy, 1e-9), 1)
+    metrics |= {"probes": len(points), "probe_items": probe_items,
+                "probe_seconds": round(probe_seconds, 1),
+                "train_loss": round(sum(c["loss"] for c in curve) / len(curve), 5),
                 "final_loss": curve[-1]["loss"], "dropped_too_long": dropped,
                 "processes": distributed.world_size(),
-                "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0}
+                "resumed_from_step": max(since, 0)}
     write_outputs(p, model, metrics, curve, base, base_info, out, metrics_path, curve_path)
+    write_probe_curve(probe_path, points)
     tracking.tag_adapter(tp, run_id, weights_sha256(out))
     tracking.log_metrics(tp, run_id, {f"train.{k}": v for k, v in metrics.items()})
     if metrics["adapter_mb"] < 200:  # a full fine-tune's whole model stays in DVC only
@@ -141,12 +168,27 @@ def write_outputs(p: TrainParams, model: Any, metrics: dict, curve: list[dict], 
         f"{c['step']},{c['loss']},{c['learning_rate']}\n" for c in curve))
 
 
+def write_probe_curve(path: Path | None, points: list[dict]) -> None:
+    """step, general, one column per task (DVC plot; the report draws it). Header only when
+    the probe is off."""
+    if path is None:
+        return
+    columns = ["step", *dict.fromkeys(k for x in points for k in x if k not in ("step",
+                                                                            "seconds"))]
+    write_text(path, ",".join(columns) + "\n" + "".join(
+        ",".join(str(x.get(c, "")) for c in columns) + "\n" for x in points))
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("--base", "--data", "--out", "--metrics", "--curve"):
         parser.add_argument(name, type=Path, required=True)
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="persistent folder for resumable checkpoints")
+    parser.add_argument("--formatted", type=Path, default=None,
+                        help="format_data's folder: the probe's held-out task items")
+    parser.add_argument("--probe", type=Path, default=None,
+                        help="CSV of the probe points (train_adapter.evaluate_every)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     a = parser.parse_args()
 
@@ -155,7 +197,8 @@ def cli() -> None:
         if p.processes > 1 and not distributed.launched():
             distributed.relaunch(p.processes, "stages.train_adapter", sys.argv[1:])
             return
-        main(a.base, a.data, a.out, a.metrics, a.curve, a.params, a.checkpoints)
+        main(a.base, a.data, a.out, a.metrics, a.curve, a.params, a.checkpoints, a.formatted,
+             a.probe)
 
     run_stage(run)
 

@@ -25,7 +25,8 @@ CHAT_TEMPLATE = (
 
 
 def _corpus() -> list[str]:
-    texts = [f"{p} {a}" for gen, _ in builtin_tasks.GENERATORS.values() for p, a in gen()[:300]]
+    texts = [f"{p} {a}" for gen, _ in builtin_tasks.GENERATORS.values()
+             for part in gen() for p, a in part[:300]]
     for make in benchmarks.BENCHMARKS.values():
         texts += [it["context"] + " " + " ".join(it["choices"]) for it in make()]
     return texts + benchmarks.GENERAL_PROMPTS + ["Answer: Below is an instruction ### Response"]
@@ -79,7 +80,7 @@ TINY_PARAMS = {
             "sentiment": {"source": "builtin", "generator": "sentiment",
                           "n_train": 60, "n_val": 8, "n_test": 12},
             "reading": {"source": "builtin", "generator": "reading",
-                        "n_train": 40, "n_val": 8, "n_test": 8},
+                        "n_train": 40, "n_val": 8, "n_test": 8, "n_in_template": 6},
         },
     },
     "mix_tasks": {"seed": 2, "weights": {"sentiment": 1.0, "reading": 0.0},

@@ -151,8 +151,9 @@ def test_general_suite_is_600_items_over_at_least_6_skills_of_60() -> None:
 
 
 def test_story_cloze_uses_no_name_of_the_reading_task() -> None:
-    from forgetful.data.builtin_tasks import ANIMALS, NAMES
+    from forgetful.data.builtin_tasks import READING
     from forgetful.evaluate.general import STORY_ANIMALS, STORY_NAMES
 
-    assert not set(STORY_NAMES) & set(NAMES)
-    assert not set(STORY_ANIMALS) & set(ANIMALS)
+    for part in READING.values():
+        assert not set(STORY_NAMES) & set(part["names"])
+        assert not set(STORY_ANIMALS) & set(part["animals"])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from forgetful.core.config import ConfigError, DataError
 from forgetful.data.formatting import split
@@ -111,8 +113,46 @@ def test_malformed_json_line_names_file_and_line(tmp_path: Path) -> None:
 def test_malformed_json_array_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text('[{"q": "a", "a": "b"},\n {"q": ]')
-    with pytest.raises(DataError, match=r"bad\.json: malformed JSON at line 2"):
+    with pytest.raises(DataError, match=r"bad\.json:2: malformed JSON \(Expecting value"):
         load_conversations(file_task(path))
+
+
+def test_trailing_comma_in_a_json_array_points_at_the_comma(tmp_path: Path) -> None:
+    path = tmp_path / "comma.json"
+    path.write_text('[\n {"q": "a", "a": "b", "ctx": ""},\n {"q": "c", "a": "d", "ctx": ""},\n]\n')
+    with pytest.raises(DataError, match=r"format_data\.tasks\.t: .*comma\.json:3: trailing "
+                                        r"comma before the closing '\]' .*remove it"):
+        load_conversations(file_task(path))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_a_latin1_file_names_file_line_and_fix(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"latin{suffix}"
+    path.write_bytes({  # the second record's "cafe" with an e-acute in Latin-1 (0xe9)
+        ".jsonl": b'{"q": "tea?", "a": "yes", "ctx": ""}\n'
+                  b'{"q": "caf\xe9?", "a": "no", "ctx": ""}\n',
+        ".json": b'[{"q": "tea?", "a": "yes", "ctx": ""},\n'
+                 b' {"q": "caf\xe9?", "a": "no", "ctx": ""}]',
+        ".csv": b"q,a,ctx\ntea?,yes,x\ncaf\xe9?,no,y\n"}[suffix])
+    line = 3 if suffix == ".csv" else 2
+    with pytest.raises(DataError, match=rf"format_data\.tasks\.t: .*latin\{suffix}:{line}: "
+                                        r"not UTF-8 \(byte 0xe9 .*re-save the file as UTF-8"):
+        load_conversations(file_task(path))
+
+
+def test_a_missing_file_names_the_task_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"format_data\.tasks\.t: .*nope\.jsonl not found; fix "
+                                        r"the task's path"):
+        load_conversations(file_task(tmp_path / "nope.jsonl"))
+
+
+def test_yaml_boolean_label_keys_are_caught_with_the_fix() -> None:
+    labels = yaml.safe_load("labels: {yes: Positive, no: Negative}")["labels"]
+    assert set(labels) == {True, False}  # what PyYAML makes of them
+    with pytest.raises(ConfigError, match=r"format_data\.tasks\.t\.labels: the key True is a "
+                                          r"YAML boolean .*quote the keys"):
+        parse_task("t", {"source": "file", "path": "x.csv", "format": "classification",
+                         "n_train": 0, "n_val": 1, "n_test": 1, "labels": labels})
 
 
 def test_missing_column_lists_existing_columns(tmp_path: Path) -> None:
@@ -137,7 +177,8 @@ def test_empty_file_is_an_error(tmp_path: Path) -> None:
 def test_null_cell_names_the_record(tmp_path: Path) -> None:
     path = write_rows(tmp_path / "d.jsonl", [{"q": "a", "a": "b", "ctx": ""},
                                              {"q": "c", "a": None, "ctx": ""}])
-    with pytest.raises(DataError, match=r"d\.jsonl record 2: column 'a' is empty"):
+    with pytest.raises(DataError, match=r"d\.jsonl record 2: column 'a' is empty; fill it, or "
+                                        r"set format_data\.invalid_records: skip"):
         load_conversations(file_task(path))
 
 
@@ -146,7 +187,8 @@ def test_invalid_records_can_be_skipped_and_counted(tmp_path: Path) -> None:
     conversations, invalid = load_conversations(file_task(write_rows(tmp_path / "d.jsonl", rows)),
                                                 skip_invalid=True)
     assert len(conversations) == 9
-    assert invalid == [f"{tmp_path / 'd.jsonl'} record 4: column 'a' is empty"]
+    assert len(invalid) == 1
+    assert invalid[0].startswith(f"{tmp_path / 'd.jsonl'} record 4: column 'a' is empty")
 
 
 def test_hf_dataset_from_a_local_save_to_disk_folder(tmp_path: Path) -> None:
@@ -193,8 +235,58 @@ def test_splits_are_disjoint_and_seeded(tmp_path: Path) -> None:
     assert [len(splits[s]) for s in ("train", "val", "test")] == [35, 5, 10]
     assert split(items, task.spec, seed=3, task="t") == splits
     assert split(items, task.spec, seed=4, task="t") != splits
-    with pytest.raises(DataError, match=r"task 't' has 12 distinct examples but its splits"):
+    with pytest.raises(DataError, match=r"task 't' has 12 distinct training-part examples "
+                                        r"but its splits need at least 16 \(n_test \+ n_val"):
         split(items[:12], task.spec, seed=0, task="t")
+
+
+def test_builtin_splits_take_the_test_split_from_the_heldout_part() -> None:
+    task = parse_task("t", {"source": "builtin", "generator": "reading", "n_train": 20,
+                            "n_val": 5, "n_test": 10, "n_in_template": 8})
+    seen, heldout = list(range(100)), list(range(1000, 1030))
+    splits = split(seen, task.spec, seed=3, task="t", heldout=heldout)
+    assert {len(v) for v in splits.values()} >= {20, 5, 10, 8}
+    assert set(splits["test"]) <= set(heldout) and len(set(splits["test"])) == 10
+    used = splits["train"] + splits["val"] + splits["test_in_template"]
+    assert set(used) <= set(seen) and len(set(used)) == len(used) == 33
+    with pytest.raises(DataError, match=r"30 held-out examples but n_test is 40"):
+        split(seen, build_spec(task, n_test=40), seed=3, task="t", heldout=heldout)
+    with pytest.raises(DataError, match=r"\(n_in_template \+ n_val \+ n_train\)"):
+        split(seen[:30], task.spec, seed=3, task="t", heldout=heldout)
+
+
+def build_spec(task, **changes):
+    import dataclasses
+
+    return dataclasses.replace(task.spec, **changes)
+
+
+@pytest.mark.parametrize("generator", ["sentiment", "reading", "arithmetic"])
+def test_heldout_part_shares_no_frame_name_or_noun_with_training(generator: str) -> None:
+    import re
+
+    from forgetful.data.builtin_tasks import ARITHMETIC, GENERATORS, READING, SENTIMENT
+
+    def words(text: str) -> list[str]:
+        # the task's fixed instruction is not a sentence frame: sentiment's wrapper goes
+        text = text.removeprefix("Classify this review: ").removesuffix("\nSentiment:")
+        return re.findall(r"\w+", text.lower())
+
+    def grams(pairs: list, n: int = 4) -> set:
+        return {tuple(w[i : i + n]) for p, _ in pairs for w in [words(p)]
+                for i in range(len(w) - n + 1)}
+
+    parts = GENERATORS[generator][0]()
+    assert len(parts.heldout) >= 60 and len(parts.seen) >= 300
+    assert not grams(parts.seen) & grams(parts.heldout)  # no frame in common
+    assert not {p for p, _ in parts.seen} & {p for p, _ in parts.heldout}
+    tables = {"sentiment": (SENTIMENT, ["items"]), "reading": (READING, ["names", "animals"]),
+              "arithmetic": (ARITHMETIC, ["people", "things"])}[generator]
+    seen_words = {w for p, _ in parts.seen for w in words(p)}
+    for key in tables[1]:
+        for filler in tables[0]["heldout"][key]:  # no held-out name or noun in training
+            assert not set(filler.lower().split()) <= seen_words, filler
+        assert not set(tables[0]["seen"][key]) & set(tables[0]["heldout"][key])
 
 
 def test_deduplicate_counts_exact_and_near_duplicates() -> None:
@@ -233,10 +325,15 @@ def test_format_data_stage_records_and_metrics(tmp_path: Path, tiny_model: Path,
     assert train[0]["prompt"].endswith("<|im_start|>assistant\n")
     assert train[0]["completion"] in {"Positive", "Negative", "Neutral"}
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["examples"] == {"train": 60, "val": 8, "test": 12}
+    assert metrics["examples"] == {"test_in_template": 0, "val": 8, "train": 60, "test": 12}
     assert 0 < metrics["supervised_token_share"] < 0.5
     info = json.loads((out / "run_info.json").read_text())
-    assert info["template"]["name"] == "chat" and info["source"] == {"generator": "sentiment"}
+    assert info["template"]["name"] == "chat"
+    assert info["source"]["generator"] == "sentiment" and info["metric"] == "label_likelihood"
+    # The test split is held out: none of its prompts' reviews is a training review.
+    test = [json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()]
+    assert not {r["instruction"] for r in test} & {r["instruction"] for r in train}
+    assert not any("kettle" in r["instruction"] for r in train)
 
 
 def test_format_data_removes_duplicates_and_handles_overlong(
@@ -282,3 +379,38 @@ def test_format_data_fails_when_too_many_records_are_invalid(
         format_main("t", tiny_model, tmp_path / "bad", tmp_path / "m2.json",
                     write_params(tmp_path / "p.yaml", tiny_params))
     assert not (tmp_path / "bad").exists()
+
+
+def test_dropped_overlong_records_are_said_on_the_console(tmp_path: Path, tiny_model: Path,
+                                                          tiny_params: dict, capsys) -> None:
+    rows = [{"prompt": f"Short question number {i} about the weather?", "completion": "ok"}
+            for i in range(40)] + [{"prompt": "word " * 300, "completion": "long"}]
+    path = write_rows(tmp_path / "data.jsonl", rows)
+    tiny_params["format_data"]["tasks"] = {"t": {"source": "file", "path": str(path),
+                                                 "n_train": 0, "n_val": 2, "n_test": 4}}
+    tiny_params["format_data"].update(max_length=64, overlong="drop", max_skipped_share=0.5)
+    params = write_params(tmp_path / "params.yaml", tiny_params)
+    format_main("t", tiny_model, tmp_path / "out", tmp_path / "m.json", params)
+    out = capsys.readouterr().out
+    assert re.search(r"format_data: t: dropped 1 records longer than format_data\.max_length=64 "
+                     r"tokens \(the longest: \d{3} tokens\); raise max_length, or set overlong: "
+                     r"truncate", out), out
+
+
+def test_a_bad_benchmark_file_fails_before_any_model_loads(tmp_path: Path,
+                                                          tiny_params: dict) -> None:
+    from stages import evaluate, mix_tasks
+
+    bench = tmp_path / "mc.jsonl"
+    bench.write_text('{"question": "2+2?", "choices": ["3", "4"], "answer": 1}\n'
+                     '{"question": "1+1?", "choices": ["2", "3"], "answer": 5}\n')
+    tiny_params["evaluate"]["files"] = {"mine": {"format": "mc_jsonl", "path": str(bench)}}
+    params = write_params(tmp_path / "params.yaml", tiny_params)
+    nowhere = tmp_path / "no-model"  # never reached: the file is checked first
+    with pytest.raises(DataError, match=r"mc\.jsonl:2: answer 5 is not an index"):
+        evaluate.main("base", nowhere, tmp_path / "formatted", tmp_path / "s.json",
+                      tmp_path / "p.jsonl", tmp_path / "x.jsonl", params)
+    formatted = tmp_path / "formatted"
+    formatted.mkdir()
+    with pytest.raises(DataError, match=r"mc\.jsonl:2: answer 5 is not an index"):
+        mix_tasks.main(formatted, nowhere, tmp_path / "mixed", tmp_path / "mix.json", params)

@@ -105,10 +105,12 @@ def test_method_trains_saves_reloads_and_merges(data: tuple[Path, dict], tmp_pat
         assert set(scores["tasks"]) == {"sentiment", "reading"}
 
 
-@pytest.mark.parametrize("method", ["prefix_tuning", "prompt_tuning", "p_tuning"])
+@pytest.mark.parametrize("method", ["prefix_tuning", "prompt_tuning", "p_tuning", "lora",
+                                    "ia3", "llama_adapter"])
 def test_unmerged_decoding_follows_the_forward_pass(data: tuple[Path, dict], method: str) -> None:
-    """generate() on these PEFT models drifts from their forward pass (transformers 5.24,
-    peft 0.21); evaluate's decoder must not."""
+    """generate() on prompt-learning PEFT models drifts from their forward pass
+    (transformers 5.24, peft 0.21); evaluate's decoder must not, for any unmerged adapter
+    (the training probe decodes them unmerged)."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -149,3 +151,76 @@ def test_method_blocks_are_validated_before_loading() -> None:
     with pytest.raises(ConfigError, match=r"train_adapter\.prompt_tuning\.num_virtual_tokens "
                                           r"must be a positive integer"):
         trainer.parse_params(section)
+
+
+def _trainer_loss(root: Path, method: str, settings: dict, tmp_path: Path
+                  ) -> tuple[float, float, object, list, list]:
+    """On one batch of the mixture: the loss our Trainer takes, transformers' causal-LM
+    loss of the same model with the same labels, the model, and both losses' gradients
+    on the trainable weights."""
+    from transformers import AutoTokenizer, TrainingArguments
+
+    from forgetful.core.artifacts import read_jsonl
+    from forgetful.data.batches import collate, encode
+    from forgetful.train.completion_loss import trainer_class
+
+    torch.manual_seed(0)
+    model = trainer.peft_model(root / "base", method, settings, max_steps=3)
+    with torch.no_grad():  # as after some training: LoRA's B is no longer zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    tok = AutoTokenizer.from_pretrained(root / "base")
+    batch = collate([encode(r, tok) for r in read_jsonl(root / "mixed/train.jsonl")[:4]],
+                    tok.pad_token_id)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none",
+                             use_cpu=True, per_device_train_batch_size=4)
+    run = trainer_class()(model=model, args=args)
+    run.selector = trainer.head_selector(model, method)
+    weights = [p for p in model.parameters() if p.requires_grad]
+    ours = run.compute_loss(model, dict(batch))
+    ours_grads = torch.autograd.grad(ours, weights)
+    if run.selector is not None:
+        run.selector.remove()
+    plain = model.base_model.model(**batch).loss  # the wrapped transformers model's own loss
+    plain_grads = torch.autograd.grad(plain, weights)
+    return float(ours), float(plain), model, ours_grads, plain_grads
+
+
+def test_completion_loss_equals_transformers_causal_lm_loss(data: tuple[Path, dict],
+                                                             tmp_path: Path) -> None:
+    """The output layer computed only at labelled positions changes nothing: loss and
+    gradients equal transformers' own causal-LM loss over the same labels."""
+    root, _ = data
+    settings = {**SMALL["lora"], "dropout": 0.0}  # the same forward twice
+    ours, plain, model, grads, plain_grads = _trainer_loss(root, "lora", settings, tmp_path)
+    assert trainer.head_selector(model, "lora") is not None  # the fast path was taken
+    assert abs(ours - plain) < 1e-6
+    assert max(float((a - b).abs().max()) for a, b in zip(grads, plain_grads,
+                                                          strict=True)) < 1e-6
+    assert max(float(g.abs().max()) for g in grads) > 1e-4  # gradients that are not all zero
+
+
+def test_adalora_trains_with_its_orthogonal_regulariser_and_reallocates_rank(
+        data: tuple[Path, dict], tmp_path: Path) -> None:
+    root, params = data
+    settings = {**SMALL["adalora"], "dropout": 0.0}
+    ours, plain, model, _, _ = _trainer_loss(root, "adalora", settings, tmp_path)
+    reg = 0.0
+    pairs = [(n, p) for n, p in model.named_parameters() if "lora_A" in n or "lora_B" in n]
+    for n, p in pairs:
+        cov = p @ p.T if "lora_A" in n else p.T @ p
+        reg += float(torch.norm(cov - torch.eye(*cov.shape), p="fro"))
+    weight = model.peft_config["default"].orth_reg_weight
+    assert weight > 0 and reg > 0
+    assert ours == pytest.approx(plain + weight * reg / len(pairs), rel=1e-4)
+
+    params = json.loads(json.dumps(params))
+    params["train_adapter"].update(method="adalora", max_steps=8)
+    params["train_adapter"]["adalora"] = {**SMALL["adalora"], "tfinal": 2}
+    pfile = write_params(tmp_path / "params.yaml", params)
+    train_adapter.main(root / "base", root / "mixed", tmp_path / "adapter",
+                       tmp_path / "train.json", tmp_path / "curve.csv", pfile)
+    config = json.loads((tmp_path / "adapter/adapter_config.json").read_text())
+    kept = [sum(mask) for mask in config["rank_pattern"].values()]
+    assert kept and min(kept) < 4 and sum(kept) <= 2 * len(kept)  # init_r 4 -> target_r 2

@@ -51,9 +51,17 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
     set_param(repo, "evaluate.max_new_tokens", 6)
     assert ran(dvc(repo, "repro")) == {"evaluate@base", "evaluate@tuned", "report"}
 
+    adapter_a = (repo / "models/adapter/adapter_model.safetensors").read_bytes()
     set_param(repo, "train_adapter.learning_rate", 1.0e-3)
     assert ran(dvc(repo, "repro")) == {"train_adapter", "merge_adapter", "evaluate@tuned",
                                        "measure_drift", "report"}
+    # Back to the first learning rate: DVC's run cache restores the adapter (and what
+    # follows from it) instead of training again, byte for byte.
+    set_param(repo, "train_adapter.learning_rate", 5.0e-3)
+    back = dvc(repo, "repro")
+    assert "Stage 'train_adapter' is cached - skipping run" in back
+    assert "train_adapter" not in ran(back)
+    assert (repo / "models/adapter/adapter_model.safetensors").read_bytes() == adapter_a
 
     set_param(repo, "mix_tasks.weights.reading", 0.5)  # a weight: mix onward, no formatting
     assert ran(dvc(repo, "repro")) == {"mix_tasks", "train_adapter", "merge_adapter",

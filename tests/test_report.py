@@ -42,7 +42,7 @@ def run(tmp_path: Path, tuned_capitals: list[int], **report_params: object) -> a
         tuned_eval=tmp_path / "tuned", mix=tmp_path / "mix.json", curve=tmp_path / "curve.csv",
         adapter=tmp_path / "adapter", markdown=tmp_path / "r/forgetting.md",
         figures=tmp_path / "r/figures", metrics=tmp_path / "r/forgetting.json",
-        plot=tmp_path / "r/forgetting.csv", drift=None)
+        plot=tmp_path / "r/forgetting.csv", drift=None, probe=None)
     report.main(a)
     return a
 
@@ -91,3 +91,47 @@ def test_near_chance_skills_are_shown_but_not_counted_and_the_suite_pools_items(
     assert suite["n"] == 400 and suite["base"] == pytest.approx((90 + 240) / 400)
     items = {"known": {"k1": 1.0}, "known2": {"k2": 0.0}, "guess": {"g1": 1.0}}
     assert pooled_items(items, result["rows"]) == {"k1": 1.0, "k2": 0.0}
+
+
+def test_seed_bootstrap_counts_seed_variance() -> None:
+    from forgetful.report.seeds import hierarchical_bootstrap
+
+    base = {str(i): 0.0 for i in range(200)}
+    same = [(base, {str(i): 1.0 if i < 40 else 0.0 for i in range(200)})] * 3
+    result = hierarchical_bootstrap(same, 500, seed=1)
+    assert result["difference"] == 0.2 and result["per_seed"] == [0.2, 0.2, 0.2]
+    assert result["seed_sd"] == 0.0 and result["verdict"] == "higher"
+    assert result["difference_ci"][0] < 0.2 < result["difference_ci"][1]
+    # Runs that each look sure of themselves but disagree: only seed variance shows it.
+    spread = [(base, {str(i): float(i < k) for i in range(200)}) for k in (0, 60, 120)]
+    result = hierarchical_bootstrap(spread, 500, seed=1)
+    assert result["per_seed"] == [0.0, 0.3, 0.6] and result["difference"] == 0.3
+    assert result["seed_sd"] == 0.3
+    low, high = result["difference_ci"]
+    assert low < 0.1 and high > 0.5  # the item-level interval alone is about ±0.06
+
+
+def test_seeds_report_pools_runs_per_benchmark() -> None:
+    from forgetful.report.seeds import aggregate, markdown
+
+    def rows(correct: list[int], general: list[int]) -> list[dict]:
+        return ([{"kind": "task", "task": "sentiment", "id": f"s{i}", "correct": bool(c)}
+                 for i, c in enumerate(correct)] +
+                [{"kind": "general", "task": "capitals", "id": f"c{i}", "acc": a}
+                 for i, a in enumerate(general)])
+
+    forgetting = {"rows": [{"benchmark": "sentiment", "kind": "trained task"},
+                           {"benchmark": "capitals", "kind": "general"},
+                           {"benchmark": "general suite", "kind": "general suite"}]}
+    runs = [{"seeds": {"train": 42 + k, "mix": 7 + k}, "forgetting": forgetting,
+             "base": rows([0] * 10, [1] * 20), "tuned": rows([1] * (5 + k) + [0] * (5 - k),
+                                                             [1] * (20 - k) + [0] * k)}
+            for k in range(3)]
+    out = {r["benchmark"]: r for r in aggregate(runs, 200)}
+    assert set(out) == {"sentiment", "capitals", "general suite"}
+    assert out["sentiment"]["per_seed"] == [0.5, 0.6, 0.7]
+    assert out["capitals"]["per_seed"] == [0.0, -0.05, -0.1]
+    assert out["general suite"]["n"] == 20 and out["capitals"]["tuned"] == 0.95
+    text = markdown(list(out.values()), runs, 200)
+    assert "| sentiment | trained task | 10 | 0.0 | 60.0 | +60.0 [" in text
+    assert "train 42 / mixture 7, train 43 / mixture 8, train 44 / mixture 9" in text

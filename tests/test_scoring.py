@@ -88,14 +88,27 @@ def test_loglikelihood_matches_a_direct_computation(model_and_tokenizer) -> None
 
 
 def test_multiple_choice_acc_and_acc_norm(model_and_tokenizer, monkeypatch) -> None:
+    """acc and acc_norm from known log-likelihoods, through the packed path that
+    multiple_choice takes on a model whose output layer sees its input one to one."""
+    from forgetful.evaluate import packing
+
     model, tok = model_and_tokenizer
     # Log-likelihoods chosen so acc and acc_norm disagree: "a" wins raw, "bbbb" per character.
-    fake = {" a": -3.0, " bbbb": -4.0}
-    monkeypatch.setattr("forgetful.evaluate.scoring.loglikelihoods",
-                        lambda m, t, pairs, b: [fake[c] for _, c in pairs])
+    fake = {"a": -3.0, "bbbb": -4.0}
+    seen = []
+
+    def grouped(m, groups, batch_size, pad_id, progress=iter):
+        seen.append(groups)
+        return [[fake[tok.decode(cont).strip()] for _, cont in pairs] for pairs in groups]
+
+    monkeypatch.setattr(packing, "grouped_loglikelihoods", grouped)
     results = multiple_choice(model, tok, [{"context": "Q", "choices": ["a", "bbbb"],
                                             "answer": 1}], batch_size=2)
+    assert seen, "the packed path was not taken"
     assert results == [{"acc": 0, "acc_norm": 1}]
+    results = multiple_choice(model, tok, [{"context": "Q", "choices": ["a", "bbbb"],
+                                            "answer": 0}], batch_size=2)
+    assert results == [{"acc": 1, "acc_norm": 0}]
 
 
 def test_batched_generation_equals_one_by_one(model_and_tokenizer) -> None:
@@ -156,18 +169,26 @@ def test_text_loglikelihood_matches_a_direct_pass_and_lm_eval_rolling(model_and_
 
 def test_label_likelihood_picks_the_likeliest_label_word(model_and_tokenizer) -> None:
     """A classification task scored by the likelihood of its label words, each label
-    tokenized apart from the prompt as in training, checked against a direct pass."""
+    tokenized apart from the prompt as in training, checked against a direct pass (the
+    scorer packs a prompt and its labels into one row)."""
     from forgetful.evaluate.scoring import label_choice
 
     model, tok = model_and_tokenizer
-    prompt = "<|im_start|>user\nI loved this DVD!<|im_end|>\n<|im_start|>assistant\n"
-    labels = ["Positive", "Negative", "Neutral"]
-    ctx = tok(prompt, add_special_tokens=False).input_ids
-    direct = []
-    for label in labels:
-        cont = tok(label, add_special_tokens=False).input_ids
-        with torch.no_grad():
-            logp = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0], dim=-1)
-        direct.append(sum(float(logp[len(ctx) + i - 1, t]) for i, t in enumerate(cont)))
-    best = max(range(3), key=direct.__getitem__)
-    assert label_choice(model, tok, [{"prompt": prompt, "labels": labels}] * 2, 4) == [best] * 2
+    labels = ["Positive", "Negative", "Neutral", "Mixed feelings"]  # one of several tokens
+    prompts = [f"<|im_start|>user\n{review}<|im_end|>\n<|im_start|>assistant\n"
+               for review in ("I loved this DVD!", "Awful kettle, a waste.",
+                              "The lamp came in a box.", "Best tent ever", "Meh.")]
+    want, margins = [], []
+    for prompt in prompts:
+        ctx = tok(prompt, add_special_tokens=False).input_ids
+        direct = []
+        for label in labels:
+            cont = tok(label, add_special_tokens=False).input_ids
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0], dim=-1)
+            direct.append(sum(float(logp[len(ctx) + i - 1, t]) for i, t in enumerate(cont)))
+        want.append(max(range(len(labels)), key=direct.__getitem__))
+        margins.append(sorted(direct)[-1] - sorted(direct)[-2])
+    assert min(margins) > 1e-4  # no tie that float noise could flip
+    got = label_choice(model, tok, [{"prompt": p, "labels": labels} for p in prompts], 2)
+    assert got == want

@@ -32,7 +32,9 @@ def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
     root = tmp_path_factory.mktemp("work")
     params = json.loads(json.dumps(TINY_PARAMS))
     params["prepare_base"]["local_path"] = str(tiny_model)
-    params["train_adapter"].update(max_steps=20, learning_rate=5e-2)
+    params["train_adapter"].update(max_steps=20, learning_rate=5e-2, evaluate_every=5,
+                                   probe={"general_items": 30, "task_items": 6,
+                                          "max_new_tokens": 4})
     params["train_adapter"]["lora"].update(r=8, target_modules=[
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     params["tracking"]["uri"] = f"sqlite:///{root / 'mlflow.db'}"
@@ -46,7 +48,8 @@ def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
         format_data.main(task, w["base"], w["formatted"] / task, root / f"{task}.json", pfile)
     mix_tasks.main(w["formatted"], w["base"], w["mixed"], root / "mix.json", pfile)
     train_adapter.main(w["base"], w["mixed"], w["adapter"], root / "train.json",
-                       root / "curve.csv", pfile)
+                       root / "curve.csv", pfile, formatted=w["formatted"],
+                       probe_path=root / "probe.csv")
     merge_adapter.main(w["base"], w["adapter"], w["mixed"] / "val.jsonl", w["merged"],
                        root / "merge.json", pfile)
     for name, model in (("base", w["base"]), ("tuned", w["merged"])):
@@ -62,7 +65,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
         mix=root / "mix.json", curve=root / "curve.csv", adapter=w["adapter"],
         markdown=root / "reports/forgetting.md", figures=root / "reports/figures",
         metrics=root / "reports/forgetting.json", plot=root / "reports/forgetting.csv",
-        drift=root / "eval/drift"))
+        drift=root / "eval/drift", probe=root / "probe.csv"))
     return w
 
 
@@ -140,7 +143,7 @@ def test_same_params_and_data_give_the_same_adapter_bytes(work: dict, tmp_path: 
     params["tracking"]["enabled"] = False
     pfile = write_params(tmp_path / "params.yaml", params)
     train_adapter.main(work["base"], work["mixed"], tmp_path / "adapter", tmp_path / "t.json",
-                       tmp_path / "c.csv", pfile)
+                       tmp_path / "c.csv", pfile, formatted=work["formatted"])
     first = sorted(p.name for p in work["adapter"].iterdir())
     assert first == sorted(p.name for p in (tmp_path / "adapter").iterdir())
     for name in first:
@@ -179,18 +182,66 @@ def test_adapter_loads_with_plain_peft_and_matches_merged(work: dict) -> None:
 
 def test_merge_beyond_tolerance_fails_and_writes_nothing(work: dict, tmp_path: Path,
                                                          monkeypatch) -> None:
-    real = merge_adapter.probe_logits
+    from forgetful.train import merging
+    real = merging.probe_logits
     calls = []
 
     def drifting(model, batch):
         calls.append(1)
         return real(model, batch) + (0.1 if len(calls) == 2 else 0.0)
 
-    monkeypatch.setattr(merge_adapter, "probe_logits", drifting)
-    with pytest.raises(merge_adapter.MergeMismatch, match=r"differ .* by 0\.1"):
+    monkeypatch.setattr(merging, "probe_logits", drifting)
+    with pytest.raises(merging.MergeMismatch, match=r"differ .* by 0\.1"):
         merge_adapter.main(work["base"], work["adapter"], work["mixed"] / "val.jsonl",
                            tmp_path / "merged", tmp_path / "merge.json", work["params"])
     assert not (tmp_path / "merged").exists() and not (tmp_path / "merge.json").exists()
+
+
+def test_probe_scores_learning_and_forgetting_during_training(work: dict, tmp_path: Path
+                                                            ) -> None:
+    from forgetful.core.artifacts import read_jsonl
+    from forgetful.evaluate.evaluator import EvalParams, score_tasks
+    from forgetful.evaluate.scoring import multiple_choice
+    from forgetful.train.probes import ProbeParams, probe_set
+
+    with open(work["root"] / "probe.csv") as fh:
+        points = list(csv.DictReader(fh))
+    assert [int(x["step"]) for x in points] == [0, 5, 10, 15, 20]
+    assert set(points[0]) == {"step", "general", "sentiment", "reading"}
+    metrics = json.loads((work["root"] / "train.json").read_text())
+    assert metrics["probes"] == 5 and metrics["probe_seconds"] > 0
+    assert metrics["probe_items"] == {"general": 30, "sentiment": 6, "reading": 6}
+    # The last point is the trained adapter scored as evaluate scores it, on the probe set.
+    p = ProbeParams(general_items=30, task_items=6, max_new_tokens=4)
+    items = probe_set(p, work["formatted"])
+    assert len({it["context"] for it in items.general}) == 30
+    assert {r["id"] for r in items.tasks["reading"]} <= {
+        r["id"] for r in read_jsonl(work["formatted"] / "reading/test.jsonl")}
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(work["base"]),
+                                      work["adapter"]).eval()
+    tok = AutoTokenizer.from_pretrained(work["base"])
+    general = multiple_choice(model, tok, items.general, 16)
+    assert float(points[-1]["general"]) == round(sum(r["acc"] for r in general) / 30, 4)
+    ep = EvalParams(batch_size=16, max_new_tokens=4, max_test_examples=0, general_suite=())
+    scores, _ = score_tasks(model, tok, items.tasks, ep, items.labels)
+    assert float(points[-1]["reading"]) == scores["reading"]["score"]
+    # The probe leaves training alone: the same adapter bytes with the probe off.
+    params = yaml.safe_load(work["params"].read_text())
+    params["train_adapter"]["evaluate_every"] = 0
+    params["tracking"]["enabled"] = False  # the module's MLflow run stays the only one
+    pfile = write_params(tmp_path / "params.yaml", params)
+    train_adapter.main(work["base"], work["mixed"], tmp_path / "adapter", tmp_path / "t.json",
+                       tmp_path / "c.csv", pfile, formatted=work["formatted"],
+                       probe_path=tmp_path / "probe.csv")
+    assert (tmp_path / "adapter/adapter_model.safetensors").read_bytes() == \
+        (work["adapter"] / "adapter_model.safetensors").read_bytes()
+    assert (tmp_path / "probe.csv").read_text() == "step\n"
+    report_text = (work["root"] / "reports/forgetting.md").read_text()
+    assert "## Forgetting during training" in report_text
+    assert "![probe](figures/probe.png)" in report_text
 
 
 def test_evaluate_scores_every_task_and_benchmark(work: dict) -> None:
@@ -198,19 +249,29 @@ def test_evaluate_scores_every_task_and_benchmark(work: dict) -> None:
     assert set(scores["tasks"]) == {"sentiment", "reading"}
     assert scores["tasks"]["sentiment"]["n"] == 12
     assert set(scores["general"]) == {"capitals", "opposites"}
-    assert scores["general"]["capitals"]["n"] == 24
+    assert scores["general"]["capitals"]["n"] == 89
+    assert scores["general"]["opposites"]["n"] == 73
     rows = (work["root"] / "eval/tuned/predictions.jsonl").read_text().splitlines()
     kinds = [json.loads(r)["kind"] for r in rows]
-    assert kinds.count("task") == 20 and kinds.count("general") == 44
-    # The tuned model learned the sentiment labels' form: it answers with a label word.
+    assert kinds.count("task") == 20 and kinds.count("general") == 89 + 73
+    assert kinds.count("task_in_template") == 6  # reading's n_in_template
+    assert scores["tasks"]["reading"]["in_template"]["n"] == 6
+    # Sentiment is classification: scored by label likelihood, the prediction is a label;
+    # its greedy answer is judged separately ("answer format").
     preds = [json.loads(r) for r in rows if '"task": "sentiment"' in r]
     labels = {"positive", "negative", "neutral"}
-    assert sum(p["prediction"].lower().split()[0] in labels for p in preds if p["prediction"]) > 6
+    assert scores["tasks"]["sentiment"]["metric"] == "label_likelihood"
+    assert all(p["prediction"].lower() in labels for p in preds)
+    assert scores["tasks"]["sentiment"]["answer_format"] == pytest.approx(
+        sum(p["answer_format"] for p in preds) / len(preds), abs=1e-4)
+    # The tuned model learned the sentiment labels' form: it answers with a label word.
+    assert sum(p["answer"].lower().split()[0] in labels for p in preds if p["answer"]) > 6
 
 
 def test_classification_task_scored_by_label_likelihood(work: dict) -> None:
     from forgetful.core.artifacts import read_jsonl
     from forgetful.core.config import build
+    from forgetful.data.metrics import exact_match
     from forgetful.evaluate import evaluator
     from forgetful.evaluate.scoring import label_choice, load_for_eval
 
@@ -225,14 +286,22 @@ def test_classification_task_scored_by_label_likelihood(work: dict) -> None:
     expected = [labels["sentiment"][c] == r["completion"]
                 for c, r in zip(chosen, tests["sentiment"], strict=True)]
     assert [r["correct"] for r in rows] == expected
+    answers = evaluator.complete(model, tok, [r["prompt"] for r in tests["sentiment"]],
+                                 p.max_new_tokens, p)
+    assert [r["answer"] for r in rows] == answers
+    fmt = [exact_match(a, r["completion"]) for a, r in zip(answers, tests["sentiment"],
+                                                           strict=True)]
     assert scores["sentiment"] == {"metric": "label_likelihood", "n": len(expected),
-                                   "score": round(sum(expected) / len(expected), 4)}
+                                   "score": round(sum(expected) / len(expected), 4),
+                                   "answer_format": round(sum(fmt) / len(fmt), 4)}
     assert all(r["prediction"] in labels["sentiment"] for r in rows)
 
 
 def test_report_tables_figures_and_metrics(work: dict) -> None:
     text = (work["root"] / "reports/forgetting.md").read_text()
-    assert "| sentiment | trained task | exact_match |" in text
+    assert "| sentiment | trained task | label_likelihood | 12 |" in text
+    assert "| sentiment | answer format | exact_match | 12 |" in text
+    assert "| reading | in-template | contains | 6 |" in text
     assert "| reading | untrained task | contains |" in text
     assert "![forgetting](figures/forgetting.png)" in text
     png = (work["root"] / "reports/figures/forgetting.png").read_bytes()

@@ -54,3 +54,35 @@ def test_run_is_reopened_and_nested_metrics_flattened(tmp_path: Path) -> None:
     assert run.data.metrics == {"eval.tasks.s.score": 0.5}
     assert run.data.tags["git_commit"] == "abc"
     assert tracking.reopen(p, "0" * 32) is None
+
+
+def test_only_store_failures_count_as_unreachable(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A refused connection or an unreadable store: one warning, nothing logged, the stage
+    goes on. Any other exception in tracking code is a bug and surfaces."""
+    import logging
+
+    p = tracking.TrackingParams(uri=f"sqlite:///{tmp_path / 'bug.db'}", experiment="t")
+
+    def bug(_: object) -> None:
+        raise KeyError("a bug in our tracking code")
+
+    monkeypatch.setattr(tracking, "client", bug)
+    with pytest.raises(KeyError, match="a bug"):
+        tracking.log_metrics(p, "0" * 32, {"x": 1.0})
+
+    def refused(_: object) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    down = tracking.TrackingParams(uri=f"sqlite:///{tmp_path / 'down.db'}", experiment="t")
+    monkeypatch.setattr(tracking, "client", refused)
+    with caplog.at_level(logging.WARNING):
+        assert tracking.log_metrics(down, "0" * 32, {"x": 1.0}) is None
+        assert tracking.log_metrics(down, "0" * 32, {"y": 1.0}) is None
+    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(warnings) == 1 and "ConnectionRefusedError" in warnings[0].getMessage()
+    monkeypatch.undo()
+
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not an sqlite database" * 100)
+    broken = tracking.TrackingParams(uri=f"sqlite:///{corrupt}", experiment="t")
+    assert tracking.start_run(broken, "r", {}, {}) is None  # warned, not raised

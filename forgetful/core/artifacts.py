@@ -72,12 +72,28 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"{path} is not valid JSON: {err}") from err
 
 
+def read_utf8(path: str | Path) -> str:
+    """A text file's contents; bytes that are not UTF-8 are a DataError naming the file,
+    the line and the fix (the standard library's UnicodeDecodeError names neither)."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[err.start]:02x} at column {column}); "
+            f"re-save the file as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > "
+            f"{path.stem}.utf8{path.suffix}") from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-empty line; a bad line is a DataError naming it."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path} not found; run the stage that produces it (dvc repro)")
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:

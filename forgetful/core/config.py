@@ -170,6 +170,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise wrong
+        booleans = [k for k in value if isinstance(k, bool)]
+        if booleans:
+            raise ConfigError(
+                f"{where}: the key {booleans[0]!r} is a YAML boolean (unquoted yes, no, on, "
+                "off, true and false are read as booleans); quote the keys, e.g. "
+                "'yes': Positive")
         _, val_tp = get_args(tp)
         return {str(k): _coerce(val_tp, v, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):

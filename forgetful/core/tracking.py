@@ -102,9 +102,22 @@ def available(p: TrackingParams) -> bool:
     return True
 
 
+# Where the exceptions of a store that cannot be reached or written come from.
+STORE_MODULES = ("mlflow", "sqlalchemy", "sqlite3", "requests", "urllib3", "alembic")
+
+
+def store_error(err: BaseException) -> bool:
+    """A connection or storage failure (the store is down, refuses, is read-only, is
+    corrupt), as opposed to a bug: an OSError, or an exception of the store's client
+    libraries."""
+    module = type(err).__module__.split(".")[0]
+    return isinstance(err, OSError) or module in STORE_MODULES
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a tracking call only if the store is available; a failure inside it (the store
-    went away mid-run) becomes the same one warning, or TrackingUnavailable if required."""
+    """Run a tracking call only if the store is available; a store failure inside it (the
+    store went away mid-run) becomes the same one warning, or TrackingUnavailable if
+    required; any other exception is a bug and propagates."""
 
     @functools.wraps(fn)
     def call(p: TrackingParams, *args: Any, **kwargs: Any) -> Any:
@@ -114,8 +127,10 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(p, *args, **kwargs)
         except TrackingUnavailable:
             raise
-        except Exception as err:  # noqa: BLE001 (any store failure must not fail the stage)
-            _unreachable(p, f"{type(err).__name__}: {redact(str(err))[:200]}")
+        except Exception as err:
+            if not store_error(err):
+                raise  # a bug, ours or MLflow's: surface it
+            _unreachable(p, f"{type(err).__name__}: {' '.join(redact(str(err)).split())[:200]}")
             return None
 
     return call

@@ -54,7 +54,9 @@ def cell(row: dict, column: str, where: str, required: bool = True) -> str:
     empty = value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
     if empty:
         if required:
-            raise DataError(f"{where}: column '{column}' is empty")
+            raise DataError(f"{where}: column '{column}' is empty; fill it, or set "
+                            "format_data.invalid_records: skip to leave such records out "
+                            "(they are counted)")
         return ""
     if isinstance(value, (dict, list)):
         raise DataError(f"{where}: column '{column}' holds a {type(value).__name__}, expected text")

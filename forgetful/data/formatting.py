@@ -1,7 +1,8 @@
 """Turning a task's conversations into instruction records with train/val/test splits.
 
 `FormatParams` is the `format_data:` section of params.yaml. `split` shuffles with the
-stage's seed and cuts disjoint splits; `to_records` renders each conversation with the
+stage's seed and cuts disjoint splits (a built-in task's test split from its held-out part,
+its in-template test split from the training part); `to_records` renders each conversation with the
 template into prompt and completion (and segments for multi-turn chats), keeping it within
 max_length by dropping or truncating, and counts tokens exactly as training sees them.
 """
@@ -16,7 +17,7 @@ from forgetful.core.config import DataError, require
 from forgetful.data.sources import Task
 from forgetful.data.templates import TEMPLATES, render
 
-SPLITS = ("train", "val", "test")
+IN_TEMPLATE = "test_in_template"  # built-in tasks: training frames, unseen fillings
 
 
 @dataclass(frozen=True)
@@ -48,21 +49,43 @@ class FormatParams:
         require(0 <= self.max_skipped_share <= 1, "max_skipped_share", "must be in [0, 1]")
 
 
-def split(conversations: list[Any], spec: Any, seed: int, task: str) -> dict[str, list[Any]]:
-    """Shuffle with `seed` and cut test, val, then train: disjoint by construction."""
+def split(conversations: list[Any], spec: Any, seed: int, task: str,
+          heldout: list[Any] | None = None) -> dict[str, list[Any]]:
+    """Shuffle with `seed` and cut test, val, then train: disjoint by construction. With a
+    `heldout` part (built-in tasks) the test split is cut from it instead, and the first
+    `spec.n_in_template` shuffled training-part examples form the in-template test split."""
+    rng = random.Random(seed)
     order = list(range(len(conversations)))
-    random.Random(seed).shuffle(order)
-    need = spec.n_test + spec.n_val + max(spec.n_train, 1)
+    rng.shuffle(order)
+    cuts: dict[str, list[int]] = {}
+    if heldout is None:
+        first = [("test", spec.n_test), ("val", spec.n_val)]
+    else:
+        n_heldout = len(heldout)
+        if n_heldout < spec.n_test:
+            raise DataError(f"task '{task}' has {n_heldout} held-out examples but n_test is "
+                            f"{spec.n_test}; lower format_data.tasks.{task}.n_test")
+        picked = list(range(n_heldout))
+        rng.shuffle(picked)
+        test = [heldout[i] for i in picked[: spec.n_test]]
+        first = [(IN_TEMPLATE, spec.n_in_template), ("val", spec.n_val)]
+    need = sum(n for _, n in first) + max(spec.n_train, 1)
     if len(order) < need:
+        sizes = " + ".join(f"n_{name.removeprefix('test_')}" for name, _ in first)
         raise DataError(
-            f"task '{task}' has {len(order)} distinct examples but its splits need at least "
-            f"{need} (n_test + n_val + n_train); lower the sizes in format_data.tasks.{task}"
-        )
-    cuts = {"test": order[: spec.n_test],
-            "val": order[spec.n_test : spec.n_test + spec.n_val]}
-    rest = order[spec.n_test + spec.n_val :]
+            f"task '{task}' has {len(order)} distinct training-part examples but its splits "
+            f"need at least {need} ({sizes} + n_train); lower the sizes in "
+            f"format_data.tasks.{task}")
+    start = 0
+    for name, n in first:
+        cuts[name] = order[start : start + n]
+        start += n
+    rest = order[start:]
     cuts["train"] = rest[: spec.n_train] if spec.n_train else rest
-    return {name: [conversations[i] for i in idx] for name, idx in cuts.items()}
+    out = {name: [conversations[i] for i in idx] for name, idx in cuts.items()}
+    if heldout is not None:
+        out["test"] = test
+    return out
 
 
 def count_tokens(segments: list[dict], tokenizer: Any) -> tuple[int, int]:
@@ -97,11 +120,16 @@ def fit(messages: list[dict], p: FormatParams, tokenizer: Any,
 
 def to_records(task: Task, split_name: str, conversations: list[list[dict]], p: FormatParams,
                tokenizer: Any, metric: str) -> tuple[list[dict], dict[str, int]]:
-    records, stats = [], {"dropped": 0, "truncated": 0, "tokens": 0, "supervised_tokens": 0}
+    records, stats = [], {"dropped": 0, "truncated": 0, "tokens": 0, "supervised_tokens": 0,
+                          "longest_dropped": 0}
     for i, messages in enumerate(conversations):
         segments, status = fit(messages, p, tokenizer, task.spec.train_turns)
         if segments is None:
             stats["dropped"] += 1
+            whole = [{"text": t, "assistant": a, "train": tr} for t, a, tr in
+                     render(p.template, messages, tokenizer, task.spec.train_turns)]
+            stats["longest_dropped"] = max(stats["longest_dropped"],
+                                           count_tokens(whole, tokenizer)[0])
             continue
         stats["truncated"] += status == "truncated"
         total, supervised = count_tokens(segments, tokenizer)

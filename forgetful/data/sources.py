@@ -1,6 +1,7 @@
 """Data sources for format_data, by name: where a task's conversations come from.
 
-- `builtin`: a generator of ours (forgetful/builtin_tasks.py).
+- `builtin`: a generator of ours (forgetful/data/builtin_tasks.py), with a held-out part
+  (other sentence frames, other names and nouns) that the test split is cut from.
 - `file`: a local jsonl, json (array), csv, tsv or parquet file, read in one of the record
   formats of forgetful/formats.py with a column map.
 - `hf_dataset`: a Hugging Face `datasets` dataset: a hub name at a pinned revision (needs
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from forgetful.core.artifacts import file_sha256, read_jsonl
+from forgetful.core.artifacts import file_sha256, read_jsonl, read_utf8
 from forgetful.core.config import ConfigError, DataError, build, require
 from forgetful.data.builtin_tasks import GENERATORS
 from forgetful.data.formats import FORMATS, required_columns
@@ -50,11 +51,15 @@ class TaskSpec:
 class BuiltinSource(TaskSpec):
     source: Literal["builtin"] = "builtin"
     generator: str = ""  # one of builtin_tasks.GENERATORS
+    # in-template test examples (training frames, unseen fillings), scored beside the
+    # held-out test split and labelled as such; 0 = none
+    n_in_template: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.generator in GENERATORS, "generator",
                 f"must be one of {', '.join(GENERATORS)}, got {self.generator!r}")
+        require(self.n_in_template >= 0, "n_in_template", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -98,10 +103,17 @@ class HFSource(RowSource):
 
 
 def _read_json(path: Path) -> list[dict]:
+    text = read_utf8(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: malformed JSON at line {err.lineno} ({err.msg})") from err
+        before = text[: err.pos].rstrip()
+        if before.endswith(",") and text[err.pos : err.pos + 1] in ("]", "}"):
+            line = text[: len(before)].count("\n") + 1
+            raise DataError(f"{path}:{line}: trailing comma before the closing "
+                            f"'{text[err.pos]}' (JSON allows none); remove it") from None
+        raise DataError(f"{path}:{err.lineno}: malformed JSON ({err.msg}, column {err.colno})"
+                        ) from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise DataError(f"{path}: expected a JSON array of objects")
     return data
@@ -110,6 +122,8 @@ def _read_json(path: Path) -> list[dict]:
 def _read_table(path: Path) -> list[dict]:
     import pandas as pd
 
+    if path.suffix.lower() != ".parquet":
+        read_utf8(path)  # a decoding error names the file and line
     try:
         if path.suffix.lower() == ".parquet":
             frame = pd.read_parquet(path)
@@ -153,15 +167,20 @@ def rows_to_conversations(rows: list[dict], spec: RowSource, columns: Any, origi
     return conversations, invalid
 
 
-def _builtin(spec: BuiltinSource, columns: Any, skip: bool) -> tuple[list[list[dict]], list]:
+def as_conversations(pairs: list[tuple[str, str]]) -> list[list[dict]]:
     return [[{"role": "user", "content": p}, {"role": "assistant", "content": a}]
-            for p, a in GENERATORS[spec.generator][0]()], []
+            for p, a in pairs]
+
+
+def _builtin(spec: BuiltinSource, columns: Any, skip: bool) -> tuple[list[list[dict]], list]:
+    return as_conversations(GENERATORS[spec.generator][0]().seen), []
 
 
 def _file(spec: FileSource, columns: Any, skip: bool) -> tuple[list[list[dict]], list]:
     path = Path(spec.path)
     if not path.exists():
-        raise DataError(f"{path} not found (format_data task path)")
+        raise DataError(f"{path} not found; fix the task's path: in params.yaml (relative to "
+                        "the repository root) or put the file there")
     rows = READERS[path.suffix.lower()](path)
     return rows_to_conversations(rows, spec, columns, str(path), skip)
 
@@ -214,8 +233,20 @@ def parse_task(name: str, data: Any) -> Task:
 
 
 def load_conversations(task: Task, skip_invalid: bool = False) -> tuple[list[list[dict]], list]:
-    """The task's conversations, and the errors of records skipped (with `skip_invalid`)."""
-    return SOURCES[task.spec.source][1](task.spec, task.columns, skip_invalid)
+    """The task's conversations, and the errors of records skipped (with `skip_invalid`).
+    Errors name the task's params key first."""
+    try:
+        return SOURCES[task.spec.source][1](task.spec, task.columns, skip_invalid)
+    except DataError as err:
+        raise DataError(f"format_data.tasks.{task.name}: {err}") from None
+
+
+def heldout_conversations(task: Task) -> list[list[dict]] | None:
+    """A built-in task's held-out part (the test split is cut from it); None for a task
+    whose test split comes from the same pool as its training examples (files, datasets)."""
+    if isinstance(task.spec, BuiltinSource):
+        return as_conversations(GENERATORS[task.spec.generator][0]().heldout)
+    return None
 
 
 def provenance(task: Task) -> dict[str, Any]:
@@ -226,7 +257,7 @@ def provenance(task: Task) -> dict[str, Any]:
     if isinstance(spec, HFSource):
         return {"name": spec.name, "config": spec.config, "revision": spec.revision,
                 "split": spec.split, "format": spec.format}
-    return {"generator": spec.generator}
+    return {"generator": spec.generator, "test": "held-out frames, names and nouns"}
 
 
 def metric_of(task: Task) -> str:
@@ -234,4 +265,6 @@ def metric_of(task: Task) -> str:
         return task.spec.metric
     if isinstance(task.spec, BuiltinSource):
         return GENERATORS[task.spec.generator][1]
+    if isinstance(task.spec, RowSource) and task.spec.format == "classification":
+        return "label_likelihood"  # classification: the likeliest label word
     return "exact_match"

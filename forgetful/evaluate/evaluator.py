@@ -2,8 +2,9 @@
 
 `EvalParams` is the `evaluate:` section of params.yaml. Task test splits are scored by
 greedy generation and the task's metric (forgetful.data.metrics), or by label-word
-likelihood; the general suite by multiple-choice log-likelihood, as lm-evaluation-harness
-does; plain text by rolling-window log-likelihood, as its `loglikelihood_rolling` does.
+likelihood (classification, with exact-match generation beside it as "answer format");
+the general suite by multiple-choice log-likelihood, as lm-evaluation-harness does;
+plain text by rolling-window log-likelihood, as its `loglikelihood_rolling` does.
 Each function returns (scores, per-item rows); nothing is written here.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetful.core.config import require
-from forgetful.data.metrics import LIKELIHOOD_METRICS, METRICS
+from forgetful.data.metrics import LIKELIHOOD_METRICS, METRICS, exact_match
 from forgetful.evaluate.benchmarks import (
     BENCHMARKS,
     TEXTS,
@@ -23,6 +24,7 @@ from forgetful.evaluate.benchmarks import (
     suite,
     text_suite,
 )
+from forgetful.evaluate.heads import selectable
 from forgetful.evaluate.scoring import (
     generate,
     generate_uncached,
@@ -65,39 +67,63 @@ class EvalParams:
 
 def complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
              p: EvalParams) -> list[str]:
-    """Greedy answers; unmerged adapters are decoded without `generate` (see scoring)."""
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):
+    """Greedy answers, batched with the KV cache; unmerged prompt-learning adapters (prompt,
+    prefix, p-tuning) are decoded by full forward passes instead (see generate_uncached)."""
+    if not selectable(model):
         return generate_uncached(model, tokenizer, prompts, max_new_tokens)
     return generate(model, tokenizer, prompts, max_new_tokens, p.batch_size)
 
 
 def score_tasks(model: Any, tokenizer: Any, tests: dict[str, list[dict]],
-                p: EvalParams, labels: dict[str, list[str]] | None = None
+                p: EvalParams, labels: dict[str, list[str]] | None = None,
+                in_template: dict[str, list[dict]] | None = None, answer_format: bool = True
                 ) -> tuple[dict[str, Any], list[dict]]:
-    """Generative tasks by greedy answers and their metric; `label_likelihood` tasks by
-    the likeliest of their label words (`labels`: task -> every label word)."""
+    """Generative tasks by greedy answers and their metric; `label_likelihood` tasks
+    (classification) by the likeliest of their label words (`labels`: task -> every label
+    word), and, as a second column ("answer format"), by whether the greedy answer is
+    exactly the label (unless `answer_format` is False). `in_template` (built-in tasks:
+    training frames, unseen fillings) is scored the same way, as rows of kind
+    "task_in_template"."""
     labels = labels or {}
-    generated = [r for task in tests for r in tests[task] if r["metric"] not in LIKELIHOOD_METRICS]
-    ranked = [r for task in tests for r in tests[task] if r["metric"] in LIKELIHOOD_METRICS]
-    predictions = complete(model, tokenizer, [r["prompt"] for r in generated],
-                           p.max_new_tokens, p)
-    outcomes = [(r, pred, METRICS[r["metric"]](pred, r["completion"]))
-                for r, pred in zip(generated, predictions, strict=True)]
-    items = [{"prompt": r["prompt"], "labels": labels[r["task"]]} for r in ranked]
-    for r, it, best in zip(ranked, items, label_choice(model, tokenizer, items, p.batch_size),
-                           strict=True):
-        outcomes.append((r, it["labels"][best], it["labels"][best] == r["completion"]))
-    rows, scores = [], {}
-    for r, pred, ok in outcomes:
-        rows.append({"kind": "task", "task": r["task"], "id": r["id"],
-                     "instruction": r["instruction"], "target": r["completion"],
-                     "prediction": pred, "correct": ok})
+    records = [(kind, r) for kind, split in (("task", tests), ("task_in_template",
+                                                               in_template or {}))
+               for task in split for r in split[task]]
+    generated = [(k, r) for k, r in records if r["metric"] not in LIKELIHOOD_METRICS]
+    ranked = [(k, r) for k, r in records if r["metric"] in LIKELIHOOD_METRICS]
+    formatted = [r for k, r in ranked if k == "task" and answer_format]
+    answers = complete(model, tokenizer, [r["prompt"] for _, r in generated] +
+                       [r["prompt"] for r in formatted], p.max_new_tokens, p)
+    format_answers = dict(zip([r["id"] for r in formatted], answers[len(generated):],
+                              strict=True))
+
+    def row(kind: str, r: dict, prediction: str, correct: bool) -> dict:
+        return {"kind": kind, "task": r["task"], "id": r["id"], "instruction": r["instruction"],
+                "target": r["completion"], "prediction": prediction, "correct": correct}
+
+    rows = [row(k, r, pred, METRICS[r["metric"]](pred, r["completion"]))
+            for (k, r), pred in zip(generated, answers[: len(generated)], strict=True)]
+    items = [{"prompt": r["prompt"], "labels": labels[r["task"]]} for _, r in ranked]
+    for (k, r), it, best in zip(ranked, items, label_choice(model, tokenizer, items,
+                                                             p.batch_size), strict=True):
+        rows.append(row(k, r, it["labels"][best], it["labels"][best] == r["completion"]))
+        if r["id"] in format_answers and k == "task":
+            answer = format_answers[r["id"]]
+            rows[-1] |= {"answer": answer, "answer_format": exact_match(answer, r["completion"])}
+
+    def mean(values: list) -> float:
+        return round(sum(values) / len(values), 4)
+
+    scores = {}
     for task, items_ in tests.items():
-        correct = [row["correct"] for row in rows if row["task"] == task]
-        scores[task] = {"metric": items_[0]["metric"], "n": len(correct),
-                        "score": round(sum(correct) / len(correct), 4)}
+        mine = [x for x in rows if x["task"] == task and x["kind"] == "task"]
+        scores[task] = {"metric": items_[0]["metric"], "n": len(mine),
+                        "score": mean([x["correct"] for x in mine])}
+        if "answer_format" in mine[0]:
+            scores[task]["answer_format"] = mean([x["answer_format"] for x in mine])
+        seen = [x["correct"] for x in rows if x["task"] == task and x["kind"] ==
+                "task_in_template"]
+        if seen:
+            scores[task]["in_template"] = {"n": len(seen), "score": mean(seen)}
     return scores, rows
 
 

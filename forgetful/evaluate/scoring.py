@@ -101,17 +101,27 @@ def multiple_choice(model: Any, tokenizer: Any, items: list[dict],
 
 def label_choice(model: Any, tokenizer: Any, items: list[dict], batch_size: int) -> list[int]:
     """Classification by the likelihood of label words: per item (prompt, labels), the
-    index of the likeliest label as the prompt's continuation. Prompt
-    and label are tokenized apart, as training tokenized them (no space moved across)."""
-    encoded = [encode_apart(tokenizer, it["prompt"], label)
-               for it in items for label in it["labels"]]
-    flat = token_loglikelihoods(model, tokenizer, encoded, batch_size)
-    chosen, pos = [], 0
-    for it in items:
-        lls = flat[pos : pos + len(it["labels"])]
-        pos += len(it["labels"])
-        chosen.append(max(range(len(lls)), key=lls.__getitem__))
-    return chosen
+    index of the likeliest label as the prompt's continuation. Prompt and label are
+    tokenized apart, as training tokenized them (no space moved across). A prompt and its
+    labels share one packed row (forgetful/evaluate/packing.py) where the model allows it."""
+    from forgetful.evaluate.heads import selectable
+
+    groups = [[encode_apart(tokenizer, it["prompt"], label) for label in it["labels"]]
+              for it in items]
+    if selectable(model):
+        from forgetful.evaluate.packing import grouped_loglikelihoods
+
+        per_item = grouped_loglikelihoods(
+            model, groups, batch_size, tokenizer.pad_token_id,
+            lambda batches: progress(batches, "label-likelihood batches"))
+    else:
+        flat = token_loglikelihoods(model, tokenizer, [p for g in groups for p in g],
+                                    batch_size)
+        per_item, pos = [], 0
+        for g in groups:
+            per_item.append(flat[pos : pos + len(g)])
+            pos += len(g)
+    return [max(range(len(lls)), key=lls.__getitem__) for lls in per_item]
 
 
 def rolling_windows(tokens: list[int], prefix: int, width: int

@@ -1,5 +1,6 @@
 """The report's figures (matplotlib, headless): base vs tuned bars, the training curve,
-and learning vs forgetting across every experiment found in MLflow."""
+forgetting during training (the probe), and learning vs forgetting across every
+experiment found in MLflow."""
 
 from __future__ import annotations
 
@@ -43,6 +44,27 @@ def curve(points: list[dict], path: Path) -> None:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (completion tokens)")
     ax.set_title("Training curve")
+    _save(plt, fig, path)
+
+
+def probe(points: list[dict], items: dict[str, int], trained: set[str], path: Path) -> None:
+    """Probe scores against optimizer step: the general-suite subsample and each evaluated
+    task's held-out items (trained tasks solid, untrained dashed)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [x["step"] for x in points]
+    for name in [k for k in points[0] if k != "step"]:
+        label = "general suite subsample" if name == "general" else name
+        style = "-" if name in trained else "--"
+        ax.plot(steps, [100 * x[name] for x in points], style, marker="o", markersize=3,
+                linewidth=2.2 if name == "general" else 1.4,
+                label=f"{label} ({items.get(name, '?')} items"
+                      f"{', trained' if name in trained else ''})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("score (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title("Learning and forgetting during training (probe)")
+    ax.legend(loc="best", fontsize=8)
     _save(plt, fig, path)
 
 

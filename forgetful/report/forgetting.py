@@ -37,13 +37,28 @@ class ForgettingTooMuch(DataError):
     """The tuned model lost more than report.max_forgetting elsewhere (on_forgetting: fail)."""
 
 
+IN_TEMPLATE = "in-template"
+ANSWER_FORMAT = "answer format"
+
+
+def detail(task: str, column: str) -> str:
+    """The name of a task's second column: 'sentiment · answer format'."""
+    return f"{task} · {column}"
+
+
 def item_scores(predictions: list[dict]) -> dict[str, dict[str, float]]:
-    """benchmark -> item id -> 1/0: task rows by their metric, general rows by acc."""
+    """benchmark -> item id -> 1/0: task rows by their metric, general rows by acc; a
+    task's in-template items and its answer-format judgements under their own names."""
     out: dict[str, dict[str, float]] = {}
     for r in predictions:
         if r["kind"] in ("task", "general"):
             value = r["correct"] if r["kind"] == "task" else r["acc"]
             out.setdefault(r["task"], {})[r["id"]] = float(value)
+        if r["kind"] == "task" and "answer_format" in r:
+            out.setdefault(detail(r["task"], ANSWER_FORMAT), {})[r["id"]] = \
+                float(r["answer_format"])
+        if r["kind"] == "task_in_template":
+            out.setdefault(detail(r["task"], IN_TEMPLATE), {})[r["id"]] = float(r["correct"])
     return out
 
 
@@ -105,7 +120,7 @@ def compare(base: dict[str, Any], tuned: dict[str, Any], trained: set[str],
     for task, s in base["tasks"].items():
         rows.append({"benchmark": task, "kind": "trained task" if task in trained else
                      "untrained task", "measure": s["metric"], "base": s["score"],
-                     "tuned": tuned["tasks"][task]["score"]})
+                     "tuned": tuned["tasks"][task]["score"], "n": s.get("n")})
     for name, s in base["general"].items():
         near = s["acc"] < s.get("chance", 0.0) + min_above_chance
         rows.append({"benchmark": name, "kind": NEAR_CHANCE if near else "general",
@@ -113,25 +128,47 @@ def compare(base: dict[str, Any], tuned: dict[str, Any], trained: set[str],
                      "acc_norm_base": s.get("acc_norm"),
                      "acc_norm_tuned": tuned["general"][name].get("acc_norm"), "n": s["n"]})
     counted = [r for r in rows if r["kind"] == "general"]
+    details = task_details(base, tuned)
     if len(counted) > 1:
         n = sum(r["n"] for r in counted)
         rows.append({"benchmark": SUITE, "kind": SUITE, "measure": "acc", "n": n,
                      **{k: round(sum(r[k] * r["n"] for r in counted) / n, 4)
                         for k in ("base", "tuned")}})
-    for row in rows:
+    for row in rows + details:
         row["difference"] = round(row["tuned"] - row["base"], 4)
+    for row in rows:
         row["retention"] = round(row["tuned"] / row["base"], 4) if row["base"] > 0 else None
     learned = [r for r in rows if r["kind"] == "trained task"]
     kept = [r for r in rows if r["kind"] in ("untrained task", "general")]
     retentions = [r["retention"] for r in kept if r["retention"] is not None]
     return {
         "rows": rows,
+        "task_details": details,
         "mean_gain": round(sum(r["difference"] for r in learned) / len(learned), 4)
         if learned else None,
         "mean_retained_difference": round(sum(r["difference"] for r in kept) / len(kept), 4)
         if kept else None,
         "mean_retention": round(sum(retentions) / len(retentions), 4) if retentions else None,
     }
+
+
+def task_details(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, Any]]:
+    """Second columns of the task rows: built-in tasks' in-template score (training frames,
+    unseen fillings: what template recall alone can reach) and classification tasks'
+    answer format (the greedy answer is exactly the label)."""
+    rows = []
+    for task, s in base["tasks"].items():
+        after = tuned["tasks"].get(task, {})
+        if "in_template" in s and "in_template" in after:
+            rows.append({"benchmark": detail(task, IN_TEMPLATE), "task": task,
+                         "column": IN_TEMPLATE, "measure": s["metric"],
+                         "n": s["in_template"]["n"], "base": s["in_template"]["score"],
+                         "tuned": after["in_template"]["score"]})
+        if "answer_format" in s and "answer_format" in after:
+            rows.append({"benchmark": detail(task, ANSWER_FORMAT), "task": task,
+                         "column": ANSWER_FORMAT, "measure": "exact_match", "n": s["n"],
+                         "base": s["answer_format"], "tuned": after["answer_format"]})
+    return rows
 
 
 def pooled_items(items: dict[str, dict[str, float]], rows: list[dict]) -> dict[str, float]:
@@ -167,11 +204,14 @@ def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
               "interval over items. Retention = tuned / base, shown for what the model should "
               "keep (n/a when the base scores 0). A general benchmark on which the base scores "
               "less than report.min_above_chance above chance is shown as near chance and not "
-              "counted in the mean change elsewhere.", ""]
+              "counted in the mean change elsewhere. A built-in task's row scores its held-out "
+              "test split: sentence frames, names and nouns that training never showed.", ""]
+    lines += details_markdown(result.get("task_details", []))
     if result.get("forgetting_too_much"):
         lines += [f"**Forgetting too much:** the mean change elsewhere is below "
                   f"-{pct(result['max_forgetting'])} points (report.max_forgetting).", ""]
     lines += text_markdown(result.get("text", []), result.get("drift"))
+    lines += probe_markdown(result.get("probe"))
     if any(f.endswith("experiments.png") for f in figures):
         lines += ["`experiments.png`: learning vs forgetting, this run against every other run "
                   "of the MLflow experiment (the one figure read from MLflow).", ""]
@@ -188,6 +228,24 @@ def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
             cells = [c.replace("|", "\\|").replace("\n", " ") for c in (prompt, before, after)]
             lines.append(f"| {cells[0]} | {cells[1]} | {cells[2]} |")
     return "\n".join(lines) + "\n"
+
+
+def details_markdown(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Tasks, second columns", "",
+             "| task | column | measure | items | base | tuned | difference (95% CI) |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        ci = r.get("difference_ci")
+        interval = f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else ""
+        lines.append(f"| {r['task']} | {r['column']} | {r['measure']} | {r['n']} | "
+                     f"{pct(r['base'])} | {pct(r['tuned'])} | "
+                     f"{100 * r['difference']:+.1f}{interval} |")
+    return lines + ["", "In-template: test prompts built from the training sentence frames with "
+                    "unseen fillings; the gap to the held-out row is template recall. Answer "
+                    "format: the greedy answer is exactly the label word (a base model that "
+                    "answers in sentences fails it while knowing the label).", ""]
 
 
 def suite_line(rows: list[dict]) -> list[str]:
@@ -273,10 +331,34 @@ def plot(result: dict[str, Any], curve: list[dict], scatter: tuple[list[dict], d
     if curve:
         figures.curve(curve, folder / "train_loss.png")
         names.append("train_loss.png")
+    probe = result.get("probe")
+    if probe and probe["points"]:
+        figures.probe(probe["points"], probe["items"], set(probe["trained"]),
+                      folder / "probe.png")
+        names.append("probe.png")
     if scatter[1]["gain"] is not None and scatter[1]["change"] is not None:
         figures.experiments(*scatter, folder / "experiments.png")
         names.append("experiments.png")
     return names
+
+
+def probe_markdown(probe: dict[str, Any] | None) -> list[str]:
+    """The probe's points as a table: learning and forgetting against step."""
+    if not probe or not probe["points"]:
+        return []
+    names = [k for k in probe["points"][0] if k != "step"]
+    head = ["general suite subsample" if n == "general" else n for n in names]
+    lines = ["## Forgetting during training", "",
+             f"Every {probe['every']} optimizer steps the training callback scored a fixed "
+             f"probe set: {probe['items'].get('general', 0)} general-suite items (acc) and "
+             "each evaluated task's held-out items (its metric); forgetful/train/probes.py. "
+             "Scores in percent; `probe.png` draws them.", "",
+             "| step | " + " | ".join(f"{h} ({probe['items'].get(n, '?')})"
+                                      for h, n in zip(head, names, strict=True)) + " |",
+             "|---:|" + "---:|" * len(names)]
+    for x in probe["points"]:
+        lines.append(f"| {x['step']} | " + " | ".join(pct(x[n]) for n in names) + " |")
+    return lines + [""]
 
 
 def other_runs(tp: tracking.TrackingParams, run_id: str | None) -> list[dict]:

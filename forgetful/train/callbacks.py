@@ -11,7 +11,10 @@ from forgetful.core import tracking
 from forgetful.train import checkpoints
 
 
-def make_callback(tp: tracking.TrackingParams, run_id: str | None, curve: list[dict]) -> Any:
+def make_callback(tp: tracking.TrackingParams, run_id: str | None, curve: list[dict],
+                  probes: list[dict]) -> Any:
+    """The curve logger; `probes` (filled by the probe callback) is saved with the curve in
+    each checkpoint, so a resumed run keeps the points measured before it stopped."""
     from transformers import TrainerCallback
 
     class CurveLogger(TrainerCallback):
@@ -25,7 +28,7 @@ def make_callback(tp: tracking.TrackingParams, run_id: str | None, curve: list[d
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if state.is_world_process_zero and folder.exists():
-                checkpoints.save_curve(folder, curve)
+                checkpoints.save_curve(folder, curve, probes)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any):
             if not logs or "loss" not in logs:

@@ -1,13 +1,16 @@
 """Training checkpoints that survive a killed `dvc repro`: resume, don't restart.
 
-DVC 3 has no checkpoint outputs, so train_adapter declares its checkpoint folder as a
-persistent, uncached out (`persist: true, cache: false`): DVC neither deletes it before
-the stage runs nor stores it. transformers' Trainer writes each checkpoint there
-(adapter, optimizer, scheduler, RNG states, step, log); `state.json` records which
-inputs they belong to (a fingerprint of the params, the data and the base weights) and
-the MLflow run they log to. A run with the same fingerprint resumes from the newest
-complete checkpoint and reattaches to that run; anything else starts afresh. After a
-successful run the checkpoints are deleted (DVC's cache then holds the result).
+train_adapter writes its checkpoints to `checkpoints/train_adapter/`, a git-ignored work
+folder that is not a DVC out: DVC neither deletes it before the stage runs (a failed or
+killed run's checkpoints stay) nor stores it, and the stage keeps DVC's run cache (which
+DVC turns off for a stage with a `persist` out), so returning to params that were trained
+before restores the adapter from the cache instead of training again. transformers'
+Trainer writes each checkpoint there (adapter, optimizer, scheduler, RNG states, step,
+log); `state.json` records which inputs they belong to (a fingerprint of the params, the
+data and the base weights) and the MLflow run they log to. A run with the same
+fingerprint resumes from the newest complete checkpoint and reattaches to that run;
+anything else starts afresh. After a successful run the checkpoints are deleted (DVC's
+cache then holds the result).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 STATE = "state.json"
-CURVE = "curve.json"  # our training curve up to the checkpoint's step, kept beside it
+CURVE = "curve.json"  # our training curve and probe points up to the checkpoint's step
 
 
 def fingerprint(params: dict[str, Any], files: list[Path], weights: str) -> str:
@@ -61,20 +64,21 @@ def start(root: Path, key: str, run_id: str | None) -> None:
     (root / STATE).write_text(json.dumps({"fingerprint": key, "mlflow_run_id": run_id}) + "\n")
 
 
-def save_curve(checkpoint: Path, curve: list[dict]) -> None:
-    (checkpoint / CURVE).write_text(json.dumps(curve))
+def save_curve(checkpoint: Path, curve: list[dict], probes: list[dict]) -> None:
+    (checkpoint / CURVE).write_text(json.dumps({"curve": curve, "probes": probes}))
 
 
-def load_curve(checkpoint: Path | None) -> list[dict]:
+def load_curve(checkpoint: Path | None) -> tuple[list[dict], list[dict]]:
+    """(training curve, probe points) as they were when the checkpoint was saved."""
     if checkpoint is None or not (checkpoint / CURVE).exists():
-        return []
-    return json.loads((checkpoint / CURVE).read_text())
+        return [], []
+    saved = json.loads((checkpoint / CURVE).read_text())
+    return saved["curve"], saved["probes"]
 
 
 def clear(root: Path) -> None:
-    """Remove every checkpoint (and the state); the folder itself stays, as DVC expects."""
+    """Remove every checkpoint (and the state); the folder itself stays, empty."""
     if root.exists():
         for child in root.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     root.mkdir(parents=True, exist_ok=True)
-    (root / ".keep").write_text("")

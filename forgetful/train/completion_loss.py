@@ -6,11 +6,12 @@ small model's step, spent on positions whose loss is thrown away. `HeadSelector`
 forward pre-hook on the output layer that hands it only the positions whose next token
 is labelled; `CompletionTrainer.compute_loss` sets the positions and takes the same
 token-summed cross-entropy that transformers' causal-LM loss takes, so the loss and its
-gradients are unchanged (tests/test_speed.py compares them), and the model's own forward
-(DDP hooks, PEFT layers) runs as usual.
+gradients are unchanged (tests/test_methods.py compares the loss with transformers'), and
+the model's own forward (DDP hooks, PEFT layers) runs as usual.
 
 Prompt-learning methods (prompt, prefix, p-tuning) change the sequence the output layer
-sees, so they keep transformers' standard loss.
+sees, and AdaLoRA adds its regulariser only to a loss the model computes, so they keep
+transformers' standard loss (forgetful.train.trainer.head_selector).
 """
 
 from __future__ import annotations

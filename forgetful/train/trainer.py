@@ -10,9 +10,10 @@ checkpoints in `output_dir`.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from forgetful.train import distributed
 from forgetful.train.callbacks import rank_allocator
 from forgetful.train.completion_loss import trainer_class
 from forgetful.train.methods import METHODS
+from forgetful.train.probes import ProbeParams
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class TrainParams:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
     checkpoint_every: int = 20  # optimizer steps between resumable checkpoints (0 = none)
     deterministic: bool = False  # GPU: deterministic kernels (CPU kernels already are)
+    evaluate_every: int = 0  # optimizer steps between probes of forgetting (0 = off)
+    probe: ProbeParams = field(default_factory=ProbeParams)  # what a probe scores
     method_params: Any = None  # filled from the method's block
 
     def __post_init__(self) -> None:
@@ -57,13 +61,18 @@ class TrainParams:
         require(0 <= self.max_dropped_share <= 1, "max_dropped_share", "must be in [0, 1]")
         require(self.processes > 0, "processes", "must be a positive integer")
         require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0 (0 = none)")
+        require(self.evaluate_every >= 0, "evaluate_every", "must be >= 0 (0 = off)")
+        require(not (self.evaluate_every and self.strategy == "fsdp" and self.processes > 1),
+                "evaluate_every", "must be 0 with strategy fsdp (a probe runs on one process, "
+                "and FSDP shards the weights over all of them)")
         require(self.batch_size % self.processes == 0, "batch_size",
                 f"must be a multiple of processes={self.processes} (it is the batch of all "
                 f"processes together), got {self.batch_size}")
 
 
 # Metrics that differ between two identical runs: kept out of the adapter folder (an out).
-VOLATILE = ("train_seconds", "tokens_per_s", "peak_memory_mb", "processes", "resumed_from_step")
+VOLATILE = ("train_seconds", "tokens_per_s", "peak_memory_mb", "processes", "resumed_from_step",
+            "probe_seconds")
 
 
 def parse_params(data: dict[str, Any]) -> TrainParams:
@@ -77,11 +86,14 @@ def parse_params(data: dict[str, Any]) -> TrainParams:
         )
     method_params = build(METHODS[p.method].params, blocks.get(p.method) or {},
                           f"train_adapter.{p.method}")
-    return TrainParams(**{**rest_fields(p), "method_params": method_params})
+    return dataclasses.replace(p, method_params=method_params)
 
 
 def rest_fields(p: TrainParams) -> dict[str, Any]:
-    return {k: getattr(p, k) for k in TrainParams.__dataclass_fields__ if k != "method_params"}
+    """The section's settings but the method's block, as plain values (run_info, MLflow)."""
+    return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+            for k, v in ((k, getattr(p, k)) for k in TrainParams.__dataclass_fields__
+                         if k != "method_params")}
 
 
 def encode_all(records: list[dict], tokenizer: Any, max_length: int) -> tuple[list[dict], int]:
@@ -119,6 +131,16 @@ def peft_model(base: str | Path, method: str, settings: Any = None, max_steps: i
                                                              "base": base}))
 
 
+def head_selector(model: Any, method: str) -> HeadSelector | None:
+    """The output layer only where a label is (forgetful.train.completion_loss), where the
+    model allows it. Not for AdaLoRA: PEFT adds its orthogonal regulariser to the loss
+    only when the model computes the loss itself (from `labels`), so AdaLoRA keeps
+    transformers' standard loss, over the same completion tokens."""
+    if not selectable(model) or METHODS[method].reallocates_rank:
+        return None
+    return HeadSelector(model)
+
+
 def build_model(p: TrainParams, base: Path) -> Any:
     """The model `train` trains: `peft_model` with the stage's params."""
     return peft_model(base, p.method, p.method_params, p.max_steps, p.gradient_checkpointing)
@@ -126,9 +148,10 @@ def build_model(p: TrainParams, base: Path) -> Any:
 
 def train(p: TrainParams, base: Path, train_set: list[dict], val_set: list[dict],
           pad_id: int, callback: Any, collator: Any = None, output_dir: Path | None = None,
-          resume: Path | None = None) -> tuple[Any, dict[str, Any]]:
+          resume: Path | None = None, probe: Any = None) -> tuple[Any, dict[str, Any]]:
     """Train; with `output_dir`, checkpoints every p.checkpoint_every steps go there, and
-    `resume` (a checkpoint in it) continues a run exactly where it stopped."""
+    `resume` (a checkpoint in it) continues a run exactly where it stopped. `probe` is a
+    callback that scores the model during training (forgetful.train.probes)."""
     import torch
     from transformers import TrainingArguments, set_seed
 
@@ -136,7 +159,8 @@ def train(p: TrainParams, base: Path, train_set: list[dict], val_set: list[dict]
     set_seed(p.seed)  # before the adapter is built: its initial weights depend on it
     model = build_model(p, base)
     method = METHODS[p.method]
-    callbacks = [callback] + ([RankAllocator()] if method.reallocates_rank else [])
+    callbacks = [callback] + ([RankAllocator()] if method.reallocates_rank else []) + \
+        ([probe] if probe is not None else [])
     trainable = sum(t.numel() for t in model.parameters() if t.requires_grad)
     total = sum(t.numel() for t in model.parameters())
     cuda = torch.cuda.is_available()
@@ -168,8 +192,7 @@ def train(p: TrainParams, base: Path, train_set: list[dict], val_set: list[dict]
                                   eval_dataset=val_set or None,
                                   data_collator=collator or partial(collate, pad_id=pad_id),
                                   callbacks=callbacks)
-        if selectable(model):  # the output layer only where a label is (completion_loss)
-            trainer.selector = HeadSelector(model)
+        trainer.selector = head_selector(model, p.method)
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         seconds = time.perf_counter() - started

@@ -1,0 +1,119 @@
+"""Seeds: the default pipeline over N seeds as DVC experiments, then one report over them.
+
+Not a DVC stage: a driver over the pipeline, like compare_methods. Run k (k = 0 … N−1,
+N = seeds.runs in params.yaml) is `dvc exp run -S train_adapter.seed=<seed + k>
+-S mix_tasks.seed=<seed + k> -S tracking.experiment=<experiment>`: one DVC experiment
+(`dvc exp show`) and one MLflow run each. Only training and what follows it re-run; the
+base model's evaluation comes from DVC's cache. After each run its per-item scores (base
+and tuned predictions, trimmed to id and score) and its forgetting.json are copied to
+reports/seeds/run-<k>/; then reports/seeds.md and reports/seeds.json give per benchmark
+the mean over seeds with a two-level bootstrap interval (forgetful/report/seeds.py).
+Run k = 0 is the default run itself and goes last, so the workspace ends as `dvc repro`
+leaves it (its train stage is already up to date when `dvc repro` ran before).
+
+Run:    python -m stages.run_seeds                 # N from params.yaml seeds.runs
+        python -m stages.run_seeds --collect-only  # the report from reports/seeds/ as it is
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forgetful.core.artifacts import read_json, read_jsonl, write_json, write_jsonl, write_text
+from forgetful.core.cli import run_stage
+from forgetful.core.config import ConfigError, build, load_params, require, section
+from forgetful.report.seeds import aggregate, markdown
+
+
+@dataclass(frozen=True)
+class SeedsParams:
+    runs: int = 3  # runs of the default pipeline, seeds seed + 0 … seed + runs − 1
+    experiment: str = "seeds"  # MLflow experiment of the runs
+    bootstrap: int = 1000  # two-level bootstrap resamples
+    seed: int = 0  # bootstrap seed
+
+    def __post_init__(self) -> None:
+        require(self.runs >= 2, "runs", "must be >= 2 (one run has no seed variance)")
+        require(self.bootstrap > 0, "bootstrap", "must be a positive integer")
+
+
+KEEP = ("kind", "task", "id", "correct", "acc", "answer_format")
+
+
+def trimmed(rows: list[dict]) -> list[dict]:
+    """Per-item scores only (what the bootstrap needs), not prompts and answers."""
+    return [{k: r[k] for k in KEEP if k in r} for r in rows
+            if r["kind"] in ("task", "task_in_template", "general")]
+
+
+def run_once(k: int, train_seed: int, mix_seed: int, experiment: str, out: Path) -> None:
+    args = ["dvc", "exp", "run", "-S", f"train_adapter.seed={train_seed}",
+            "-S", f"mix_tasks.seed={mix_seed}", "-S", f"tracking.experiment={experiment}"]
+    print(f"run_seeds: run {k}: {' '.join(args)}", flush=True)
+    started = time.perf_counter()
+    subprocess.run(args, check=True)
+    folder = out / f"run-{k}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    write_jsonl(folder / "base.jsonl", trimmed(read_jsonl(Path("reports/eval/base/"
+                                                               "predictions.jsonl"))))
+    write_jsonl(folder / "tuned.jsonl", trimmed(read_jsonl(Path("reports/eval/tuned/"
+                                                                "predictions.jsonl"))))
+    write_json(folder / "forgetting.json", read_json(Path("reports/forgetting.json")))
+    write_json(folder / "seeds.json", {"train": train_seed, "mix": mix_seed,
+                                       "seconds": round(time.perf_counter() - started, 1)})
+    print(f"run_seeds: run {k} done in {time.perf_counter() - started:.0f}s", flush=True)
+
+
+def load_runs(out: Path, n: int) -> list[dict[str, Any]]:
+    runs = []
+    for k in range(n):
+        folder = out / f"run-{k}"
+        if not (folder / "seeds.json").exists():
+            raise ConfigError(f"{folder} is missing: run `python -m stages.run_seeds` first "
+                              f"(seeds.runs={n})")
+        runs.append({"seeds": read_json(folder / "seeds.json"),
+                     "forgetting": read_json(folder / "forgetting.json"),
+                     "base": read_jsonl(folder / "base.jsonl"),
+                     "tuned": read_jsonl(folder / "tuned.jsonl")})
+    return runs
+
+
+def main(a: argparse.Namespace) -> None:
+    params = load_params(a.params)
+    p = build(SeedsParams, section(params, "seeds"), "seeds")
+    train_seed = section(params, "train_adapter")["seed"]
+    mix_seed = section(params, "mix_tasks")["seed"]
+    if not a.collect_only:
+        original = a.params.read_text()
+        try:
+            for k in reversed(range(p.runs)):  # k = 0, the default run, last
+                run_once(k, train_seed + k, mix_seed + k, p.experiment, a.out)
+        finally:  # `dvc exp run -S` edits params.yaml; the last run's values are the defaults
+            a.params.write_text(original)
+    runs = load_runs(a.out, p.runs)
+    rows = aggregate(runs, p.bootstrap, p.seed)
+    write_json(a.out.with_suffix(".json"), {"runs": [r["seeds"] for r in runs], "rows": rows})
+    write_text(a.out.with_suffix(".md"), markdown(rows, runs, p.bootstrap))
+    print(f"run_seeds: {p.runs} runs -> {a.out.with_suffix('.md')}")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--collect-only", action="store_true",
+                        help="report from the runs already in --out")
+    parser.add_argument("--out", type=Path, default=Path("reports/seeds"),
+                        help="folder of the runs; the report is <out>.md and <out>.json")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    a = parser.parse_args()
+    run_stage(lambda: main(a))
+
+
+if __name__ == "__main__":
+    cli()
