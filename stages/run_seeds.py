@@ -53,22 +53,35 @@ def trimmed(rows: list[dict]) -> list[dict]:
 
 
 def run_once(k: int, train_seed: int, mix_seed: int, experiment: str, out: Path) -> None:
+    """Run k as a DVC experiment and keep its per-item scores; a run already kept with
+    the same seeds (an earlier, interrupted `make seeds`) is not run again."""
+    folder = out / f"run-{k}"
+    if (folder / "seeds.json").exists():
+        kept = read_json(folder / "seeds.json")
+        if (kept["train"], kept["mix"]) == (train_seed, mix_seed):
+            print(f"run_seeds: run {k} already in {folder}", flush=True)
+            return
     args = ["dvc", "exp", "run", "-S", f"train_adapter.seed={train_seed}",
             "-S", f"mix_tasks.seed={mix_seed}", "-S", f"tracking.experiment={experiment}"]
     print(f"run_seeds: run {k}: {' '.join(args)}", flush=True)
     started = time.perf_counter()
     subprocess.run(args, check=True)
-    folder = out / f"run-{k}"
+    keep(folder, train_seed, mix_seed, time.perf_counter() - started)
+    print(f"run_seeds: run {k} done in {time.perf_counter() - started:.0f}s", flush=True)
+
+
+def keep(folder: Path, train_seed: int, mix_seed: int, seconds: float | None) -> None:
+    """The workspace's per-item scores and forgetting metrics, as the last run left them."""
     if folder.exists():
         shutil.rmtree(folder)
     write_jsonl(folder / "base.jsonl", trimmed(read_jsonl(Path("reports/eval/base/"
                                                                "predictions.jsonl"))))
     write_jsonl(folder / "tuned.jsonl", trimmed(read_jsonl(Path("reports/eval/tuned/"
                                                                 "predictions.jsonl"))))
-    write_json(folder / "forgetting.json", read_json(Path("reports/forgetting.json")))
+    write_json(folder / "forgetting.json", read_json(Path("reports/metrics/forgetting.json")))
     write_json(folder / "seeds.json", {"train": train_seed, "mix": mix_seed,
-                                       "seconds": round(time.perf_counter() - started, 1)})
-    print(f"run_seeds: run {k} done in {time.perf_counter() - started:.0f}s", flush=True)
+                                       "seconds": None if seconds is None else
+                                       round(seconds, 1)})
 
 
 def load_runs(out: Path, n: int) -> list[dict[str, Any]]:

@@ -368,3 +368,21 @@ def test_too_many_overlong_records_fail_training_with_the_fix(work: dict, tmp_pa
         train_adapter.main(work["base"], work["mixed"], tmp_path / "adapter",
                            tmp_path / "train.json", tmp_path / "curve.csv", pfile)
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "train.json").exists()
+
+
+def test_a_checkpoint_without_its_curve_is_not_resumed_from(tmp_path: Path) -> None:
+    """A kill after Trainer saved checkpoint-40 but before our callback wrote its curve:
+    resume from checkpoint-20, whose curve is there, not from 40 with an empty curve."""
+    from forgetful.train import checkpoints
+
+    root = tmp_path / "ckpt"
+    checkpoints.start(root, "key", "run")
+    for step in (20, 40):
+        folder = root / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text("{}")
+        (folder / "rng_state.pth").write_bytes(b"")
+    checkpoints.save_curve(root / "checkpoint-20", [{"step": 20, "loss": 1.0}], [])
+    newest, run = checkpoints.resume_point(root, "key")
+    assert newest == root / "checkpoint-20" and run == "run"
+    assert checkpoints.load_curve(newest) == ([{"step": 20, "loss": 1.0}], [])

@@ -37,8 +37,10 @@ def fingerprint(params: dict[str, Any], files: list[Path], weights: str) -> str:
 
 
 def complete(folder: Path) -> bool:
-    """Trainer writes trainer_state.json last; without it a checkpoint was cut short."""
-    return (folder / "trainer_state.json").exists() and any(folder.glob("rng_state*.pth"))
+    """Trainer writes trainer_state.json last, then our callback writes the curve; without
+    both a checkpoint was cut short (resuming from it would lose the curve so far)."""
+    return (folder / "trainer_state.json").exists() and any(folder.glob("rng_state*.pth")) \
+        and (folder / CURVE).exists()
 
 
 def resume_point(root: Path, key: str, clear_stale: bool = True
