@@ -1,4 +1,5 @@
-"""train_adapter on 2 CPU processes (torchrun, gloo, DDP) gives the adapter 1 process gives."""
+"""train_adapter on 2 CPU processes (torchrun, gloo; DDP, and FSDP with its sharded weights
+gathered for the save) gives the adapter 1 process gives."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def train(root: Path, name: str, params: dict) -> dict:
     return json.loads((root / f"{name}.json").read_text())
 
 
-def test_two_processes_train_the_same_adapter_as_one(tmp_path: Path, tiny_model: Path) -> None:
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_train_the_same_adapter_as_one(tmp_path: Path, tiny_model: Path,
+                                                     strategy: str) -> None:
     from safetensors.torch import load_file
 
     params = json.loads(json.dumps(TINY_PARAMS))
@@ -45,6 +48,7 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path: Path, tiny_model:
 
     one = train(tmp_path, "one", params)
     params["train_adapter"]["processes"] = 2  # 4 sequences per process, 8 per step in all
+    params["train_adapter"]["strategy"] = strategy
     two = train(tmp_path, "two", params)
 
     assert (one["processes"], two["processes"]) == (1, 2)
@@ -52,10 +56,12 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path: Path, tiny_model:
     a = load_file(tmp_path / "one" / "adapter_model.safetensors")
     b = load_file(tmp_path / "two" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
+    # a whole adapter, not one process's shard
+    assert all(a[k].shape == b[k].shape for k in a)
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     moved = max(float(a[k].abs().max()) for k in a if "lora_B" in k)
     assert moved > 1e-3  # training changed the adapter ...
-    print(f"1 vs 2 processes: max |adapter weight difference| {diff:.2e}, largest lora_B "
+    print(f"1 vs 2 processes ({strategy}): max |adapter weight difference| {diff:.2e}, largest lora_B "
           f"entry {moved:.2e}, train loss {one['train_loss']} vs {two['train_loss']}")
     assert diff < 1e-5, f"1 vs 2 processes differ by {diff}"  # ... and both agree
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
