@@ -24,8 +24,9 @@ def train(root: Path, name: str, params: dict) -> dict:
         [sys.executable, "-m", "stages.train_adapter", "--base", str(root / "base"),
          "--data", str(root / "mixed"), "--out", str(root / name), "--metrics",
          str(root / f"{name}.json"), "--curve", str(root / f"{name}.csv"), "--params",
-         str(pfile)], cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True,
-        text=True, timeout=600)
+         str(pfile), "--formatted", str(root / "formatted"), "--probe",
+         str(root / f"{name}-probe.csv")], cwd=Path(__file__).resolve().parents[1], env=env,
+        capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads((root / f"{name}.json").read_text())
 
@@ -49,6 +50,9 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path: Path, tiny_model:
     one = train(tmp_path, "one", params)
     params["train_adapter"]["processes"] = 2  # 4 sequences per process, 8 per step in all
     params["train_adapter"]["strategy"] = strategy
+    if strategy == "ddp":  # the probe runs on process 0 mid-training; it changes nothing
+        params["train_adapter"].update(evaluate_every=3, probe={
+            "general_items": 20, "task_items": 4, "max_new_tokens": 4})
     two = train(tmp_path, "two", params)
 
     assert (one["processes"], two["processes"]) == (1, 2)
@@ -61,10 +65,13 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path: Path, tiny_model:
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     moved = max(float(a[k].abs().max()) for k in a if "lora_B" in k)
     assert moved > 1e-3  # training changed the adapter ...
-    print(f"1 vs 2 processes ({strategy}): max |adapter weight difference| {diff:.2e}, largest lora_B "
-          f"entry {moved:.2e}, train loss {one['train_loss']} vs {two['train_loss']}")
+    print(f"1 vs 2 processes ({strategy}): max |adapter weight difference| {diff:.2e}, "
+          f"largest lora_B entry {moved:.2e}, train loss {one['train_loss']} vs {two['train_loss']}")
     assert diff < 1e-5, f"1 vs 2 processes differ by {diff}"  # ... and both agree
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+    if strategy == "ddp":
+        probe = (tmp_path / "two-probe.csv").read_text().splitlines()
+        assert [row.split(",")[0] for row in probe[1:]] == ["0", "3", "6"]
     curve_one = (tmp_path / "one.csv").read_text().splitlines()
     curve_two = (tmp_path / "two.csv").read_text().splitlines()
     assert len(curve_one) == len(curve_two) == 7  # header + one point per step
