@@ -66,7 +66,8 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path: Path, tiny_model:
     moved = max(float(a[k].abs().max()) for k in a if "lora_B" in k)
     assert moved > 1e-3  # training changed the adapter ...
     print(f"1 vs 2 processes ({strategy}): max |adapter weight difference| {diff:.2e}, "
-          f"largest lora_B entry {moved:.2e}, train loss {one['train_loss']} vs {two['train_loss']}")
+          f"largest lora_B entry {moved:.2e}, "
+          f"train loss {one['train_loss']} vs {two['train_loss']}")
     assert diff < 1e-5, f"1 vs 2 processes differ by {diff}"  # ... and both agree
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
     if strategy == "ddp":
