@@ -39,6 +39,7 @@ from forgetful.evaluate.benchmarks import GENERAL_PROMPTS, suite
 from forgetful.evaluate.evaluator import (
     EvalParams,
     complete,
+    label_words,
     score_general,
     score_tasks,
     score_texts,
@@ -67,8 +68,7 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
         if seen:
             in_template[task] = seen[: p.max_test_examples] if p.max_test_examples else seen
         if records[0]["metric"] in LIKELIHOOD_METRICS:  # every label word the task uses
-            known = read_jsonl(formatted / task / "train.jsonl") + records + seen
-            labels[task] = sorted({r["completion"] for r in known})
+            labels[task] = label_words(formatted / task)
     timer = Timer()
     model_info = read_json(model_dir / "run_info.json")
     model, tokenizer = load_for_eval(model_dir)

@@ -27,6 +27,7 @@ from typing import Any
 from forgetful.core.artifacts import read_json, read_jsonl
 from forgetful.core.config import require
 from forgetful.data.metrics import LIKELIHOOD_METRICS
+from forgetful.evaluate.evaluator import label_words
 from forgetful.evaluate.general import SKILLS
 
 DEFAULT_SKILLS = ("capitals", "continents", "opposites", "plurals", "numbers", "uses", "story")
@@ -81,8 +82,7 @@ def probe_set(p: ProbeParams, formatted: Path | None) -> ProbeSet:
         if records:
             out.tasks[folder.name] = records[: p.task_items]
         if records and records[0]["metric"] in LIKELIHOOD_METRICS:
-            known = read_jsonl(folder / "train.jsonl") + records
-            out.labels[folder.name] = sorted({r["completion"] for r in known})
+            out.labels[folder.name] = label_words(folder)
     return out
 
 
