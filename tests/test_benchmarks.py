@@ -157,3 +157,12 @@ def test_story_cloze_uses_no_name_of_the_reading_task() -> None:
     for part in READING.values():
         assert not set(STORY_NAMES) & set(part["names"])
         assert not set(STORY_ANIMALS) & set(part["animals"])
+
+
+def test_a_text_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    from forgetful.evaluate.benchmarks import TextBenchmark, load_text_benchmark
+
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"First paragraph.\n\nCaf\xe9 at the corner.\n")
+    with pytest.raises(DataError, match=r"notes\.txt:3: not UTF-8 \(byte 0xe9 .*re-save"):
+        load_text_benchmark(TextBenchmark(str(path)))

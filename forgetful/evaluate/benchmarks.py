@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forgetful.core.artifacts import iter_jsonl
+from forgetful.core.artifacts import iter_jsonl, read_utf8
 from forgetful.core.config import DataError, require
 from forgetful.evaluate.general import SKILLS
 
@@ -225,10 +225,7 @@ def load_text_benchmark(spec: TextBenchmark) -> list[str]:
     path = Path(spec.path)
     if not path.exists():
         raise DataError(f"{path} not found (evaluate.text_files)")
-    try:
-        docs = TEXT_SPLITS[spec.split](path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 text ({err})") from err
+    docs = TEXT_SPLITS[spec.split](read_utf8(path))  # names the line of a non-UTF-8 byte
     if not docs:
         raise DataError(f"{path}: no text")
     return docs[: spec.limit] if spec.limit else docs
