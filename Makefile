@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run test lint compare seeds gpu-check bench bench-gpu
+.PHONY: install run test lint compare seeds study gpu-check bench bench-gpu
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,14 @@ compare: install
 # The default pipeline over seeds.runs seeds (dvc experiments), then reports/seeds.md.
 seeds: install
 	$(PY) -m stages.run_seeds
+
+# The learning-forgetting study (params.yaml study:): every point a dvc experiment, then
+# reports/study.md. Needs `make run` first; the learning rates come from reports/study/.
+PRESET ?= default
+study: install
+	dvc repro
+	test -f reports/study/learning_rates.json || $(PY) -m stages.run_study --lr-sweep
+	$(PY) -m stages.run_study --preset $(PRESET)
 
 # GPU checks (QLoRA with bitsandbytes on CUDA, bf16 compute, merge); skipped without CUDA.
 gpu-check: install

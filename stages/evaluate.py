@@ -1,16 +1,15 @@
 """Stage evaluate: score one model on every task's test split and on the general suite.
 
 Deps:   this module, forgetful.evaluate (evaluator, scoring, benchmarks), the model folder,
-        data/formatted.
-Params: evaluate.*, format_data.template (renders the sample prompts), format_data.tasks
-        (which tasks are evaluated).
+        data/eval (gather_eval: the evaluated tasks' test splits, nothing else).
+Params: evaluate.*, format_data.template (renders the sample prompts).
 Outs:   <predictions> (every prompt, target, prediction, correctness; each text
         document's log-likelihood: JSON lines), <samples> (the model's answers to the
         general prompts: shown in the report, and the base's are what drift measures), and
         metrics <scores> (per task score, per benchmark acc / acc_norm, their means, and
         per text corpus the mean NLL per token, perplexity and bits per byte).
 Run:    python -m stages.evaluate --name base --model models/base \
-            --formatted data/formatted --scores reports/eval/base/scores.json \
+            --eval-sets data/eval --scores reports/eval/base/scores.json \
             --predictions reports/eval/base/predictions.jsonl \
             --samples reports/eval/base/samples.jsonl
 
@@ -28,18 +27,15 @@ import argparse
 from pathlib import Path
 
 from forgetful.core import tracking
-from forgetful.core.artifacts import Timer, read_json, read_jsonl, write_json, write_jsonl
+from forgetful.core.artifacts import Timer, read_json, write_json, write_jsonl
 from forgetful.core.cli import run_stage
-from forgetful.core.config import DataError, build, load_params, section
-from forgetful.data.formatting import IN_TEMPLATE
-from forgetful.data.metrics import LIKELIHOOD_METRICS
-from forgetful.data.sources import parse_task
+from forgetful.core.config import build, load_params, section
+from forgetful.data.eval_sets import read_eval_sets
 from forgetful.data.templates import prompt_of
 from forgetful.evaluate.benchmarks import GENERAL_PROMPTS, suite
 from forgetful.evaluate.evaluator import (
     EvalParams,
     complete,
-    label_words,
     score_general,
     score_tasks,
     score_texts,
@@ -47,32 +43,19 @@ from forgetful.evaluate.evaluator import (
 from forgetful.evaluate.scoring import load_for_eval
 
 
-def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predictions_path: Path,
+def main(name: str, model_dir: Path, eval_sets: Path, scores_path: Path, predictions_path: Path,
          samples_path: Path, params_file: Path = Path("params.yaml")) -> None:
     params = load_params(params_file)
     p = build(EvalParams, section(params, "evaluate"), "evaluate")
-    fmt = section(params, "format_data")
+    template = section(params, "format_data")["template"]
     tp = tracking.load(params)
     suite(p.general_suite, p.files)  # a malformed benchmark file fails now, before any model
-    tests, labels, in_template = {}, {}, {}
-    for task, block in (fmt.get("tasks") or {}).items():
-        if not parse_task(task, block).spec.evaluate:
-            continue
-        records = read_jsonl(formatted / task / "test.jsonl")
-        if not records:
-            raise DataError(f"{formatted / task / 'test.jsonl'} is empty; evaluate needs test "
-                            f"examples (format_data.tasks.{task}.n_test)")
-        tests[task] = records[: p.max_test_examples] if p.max_test_examples else records
-        seen_path = formatted / task / f"{IN_TEMPLATE}.jsonl"
-        seen = read_jsonl(seen_path) if seen_path.exists() else []
-        if seen:
-            in_template[task] = seen[: p.max_test_examples] if p.max_test_examples else seen
-        if records[0]["metric"] in LIKELIHOOD_METRICS:  # every label word the task uses
-            labels[task] = label_words(formatted / task)
+    sets = read_eval_sets(eval_sets, p.max_test_examples)
     timer = Timer()
     model_info = read_json(model_dir / "run_info.json")
     model, tokenizer = load_for_eval(model_dir)
-    task_scores, task_rows = score_tasks(model, tokenizer, tests, p, labels, in_template)
+    task_scores, task_rows = score_tasks(model, tokenizer, sets.tests, p, sets.labels,
+                                         sets.in_template)
     general_scores, general_rows = score_general(model, tokenizer, p)
     if p.lm_eval_tasks:
         from forgetful.evaluate.harness import run_tasks
@@ -83,7 +66,7 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
         general_scores.update(harness_scores)
         general_rows += harness_rows
     text_scores, text_rows = score_texts(model, tokenizer, p)
-    prompts = [prompt_of(fmt["template"], q, tokenizer) for q in GENERAL_PROMPTS]
+    prompts = [prompt_of(template, q, tokenizer) for q in GENERAL_PROMPTS]
     samples = complete(model, tokenizer, prompts, p.sample_tokens, p)
     sample_rows = [{"kind": "sample", "id": f"sample-{i}", "instruction": q, "prompt": prompt,
                     "prediction": s}
@@ -112,11 +95,11 @@ def main(name: str, model_dir: Path, formatted: Path, scores_path: Path, predict
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="label of the model: base or tuned")
-    for arg in ("--model", "--formatted", "--scores", "--predictions", "--samples"):
+    for arg in ("--model", "--eval-sets", "--scores", "--predictions", "--samples"):
         parser.add_argument(arg, type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     a = parser.parse_args()
-    run_stage(lambda: main(a.name, a.model, a.formatted, a.scores, a.predictions, a.samples,
+    run_stage(lambda: main(a.name, a.model, a.eval_sets, a.scores, a.predictions, a.samples,
                            a.params))
 
 

@@ -1,7 +1,8 @@
 """Stage format_data: turn one task into instruction records with train/val/test splits.
 
 Deps:   this module, forgetful.data (formatting, sources, formats, templates, hygiene),
-        the base model's tokenizer (models/base: chat template, token counts), data/raw.
+        the base model (models/base: its tokenizer's chat template and token counts; for
+        a `self_distill` task, its greedy answers), data/raw.
 Params: format_data.{seed, template, max_length, overlong, invalid_records,
         max_skipped_share, dedup},
         format_data.tasks.<task>.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from forgetful.core.artifacts import atomic_dir, run_info, write_json, write_jsonl
 from forgetful.core.cli import run_stage
@@ -29,13 +31,28 @@ from forgetful.core.config import ConfigError, DataError, build, load_params, se
 from forgetful.data.formatting import IN_TEMPLATE, FormatParams, split, to_records
 from forgetful.data.hygiene import deduplicate
 from forgetful.data.sources import (
+    Answerer,
     heldout_conversations,
     load_conversations,
     metric_of,
     parse_task,
     provenance,
 )
-from forgetful.data.templates import template_hash
+from forgetful.data.templates import prompt_of, template_hash
+
+
+def base_answerer(base: Path, template: str, tokenizer: Any) -> Answerer:
+    """Greedy answers of the base model to instructions (source: self_distill), rendered
+    with the task template; the model loads only when a task asks."""
+
+    def answer(instructions: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+        from forgetful.evaluate.scoring import generate, load_for_eval
+
+        model, tok = load_for_eval(base)
+        prompts = [prompt_of(template, q, tokenizer) for q in instructions]
+        return generate(model, tok, prompts, max_new_tokens, batch_size)
+
+    return answer
 
 
 def main(task_name: str, base: Path, out: Path, metrics_path: Path,
@@ -48,7 +65,8 @@ def main(task_name: str, base: Path, out: Path, metrics_path: Path,
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    loaded, invalid = load_conversations(task, p.invalid_records == "skip")
+    loaded, invalid = load_conversations(task, p.invalid_records == "skip",
+                                         answer=base_answerer(base, p.template, tokenizer))
     if len(invalid) > p.max_skipped_share * (len(loaded) + len(invalid)):
         raise DataError(f"task '{task_name}': {len(invalid)} of {len(loaded) + len(invalid)} "
                         f"records are invalid (over format_data.max_skipped_share="

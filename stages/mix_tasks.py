@@ -11,8 +11,9 @@ Run:    python -m stages.mix_tasks --formatted data/formatted --base models/base
             --out data/mixed --metrics reports/metrics/mix.json
 
 A task with weight 0 (or absent from `weights`) is not trained but is still evaluated:
-that is how forgetting shows. The replay task, if any, is added on top at `replay.ratio`
-of the final mixture. The stage fails, writing nothing, when any evaluation set (every
+that is how forgetting shows. The replay task, if any, takes `replay.ratio` of the same
+total (the other tasks are scaled down), so a run with replay trains as long, on as many
+examples, as one without. The stage fails, writing nothing, when any evaluation set (every
 evaluated task's test split, every general benchmark) is contaminated above the limit.
 """
 

@@ -1,7 +1,7 @@
 """Stage train_adapter: PEFT training on the mixture, loss on completion tokens only.
 
 Deps:   this module, forgetful.train (trainer, methods, completion loss, probes), models/base,
-        data/mixed, data/formatted (the held-out task items the probe scores).
+        data/mixed, data/eval (gather_eval: the held-out task items the probe scores).
 Params: train_adapter.* (seed, method and its block, optimisation and batch settings,
         evaluate_every and the probe's items).
 Outs:   <out>/ adapter in PEFT's format (adapter_config.json, adapter_model.safetensors)
@@ -12,7 +12,7 @@ Outs:   <out>/ adapter in PEFT's format (adapter_config.json, adapter_model.safe
         each evaluated task's held-out items; forgetful/train/probes.py), also in MLflow.
 Run:    python -m stages.train_adapter --base models/base --data data/mixed \
             --out models/adapter --metrics reports/metrics/train.json \
-            --curve reports/plots/train_curve.csv --formatted data/formatted \
+            --curve reports/plots/train_curve.csv --eval-sets data/eval \
             --probe reports/plots/probe_curve.csv
 
 Uses transformers' Trainer (optimizer, schedule, accumulation, devices, DDP/FSDP under
@@ -26,6 +26,7 @@ the result re-runs nothing below it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from forgetful.core import tracking
 from forgetful.core.artifacts import (
     atomic_dir,
     git_commit,
+    peak_gpu_memory_mb,
     peak_memory_mb,
     read_json,
     read_jsonl,
@@ -66,18 +68,20 @@ def open_run(p: TrainParams, params: dict, tp: tracking.TrackingParams, base_inf
         return None
     if resumed_run and tracking.reopen(tp, resumed_run):
         return resumed_run
+    # `dvc exp run -n <name>` (and the study's points) name the run after the experiment
+    experiment = os.environ.get("DVC_EXP_NAME", "")
     return tracking.start_run(
-        tp, run_name=f"{p.method}-{time.strftime('%Y%m%d-%H%M%S')}",
+        tp, run_name=experiment or f"{p.method}-{time.strftime('%Y%m%d-%H%M%S')}",
         params={"train_adapter": rest_fields(p) | {p.method: vars(p.method_params)},
                 "mix_tasks": params.get("mix_tasks", {}), "format_data.template":
                 params.get("format_data", {}).get("template")},
-        tags={"git_commit": git_commit() or "", "method": p.method,
+        tags={"git_commit": git_commit() or "", "method": p.method, "dvc_experiment": experiment,
               "base_model": str(base_info.get("base_model", {}).get("source"))})
 
 
 def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path,
          params_file: Path = Path("params.yaml"), checkpoint_dir: Path | None = None,
-         formatted: Path | None = None, probe_path: Path | None = None) -> None:
+         eval_sets: Path | None = None, probe_path: Path | None = None) -> None:
     params = load_params(params_file)
     p = parse_params(section(params, "train_adapter"))
     tp = tracking.load(params)
@@ -116,7 +120,7 @@ def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path
     curve, points = checkpoints.load_curve(resume)
     probe, probe_items = None, {}
     if p.evaluate_every:
-        items = probe_set(p.probe, formatted)
+        items = probe_set(p.probe, eval_sets)
         probe_items = {"general": len(items.general)} | {t: len(r) for t, r in
                                                          items.tasks.items()}
         probe = probe_callback(items, tokenizer, p.probe, p.evaluate_every, points,
@@ -157,7 +161,9 @@ def write_outputs(p: TrainParams, model: Any, metrics: dict, curve: list[dict], 
         model.save_pretrained(tmp)
         sort_config_lists(tmp / "adapter_config.json")
         metrics["adapter_mb"] = round(sum(f.stat().st_size for f in tmp.iterdir()) / 2**20, 3)
-        metrics["peak_memory_mb"] = peak_memory_mb()
+        metrics["peak_memory_mb"] = peak_memory_mb()  # the host's
+        if (gpu_mb := peak_gpu_memory_mb()) is not None:
+            metrics["peak_gpu_memory_mb"] = gpu_mb  # the device's (process 0's)
         write_json(tmp / "run_info.json", run_info(
             "train_adapter", {**rest_fields(p), p.method: vars(p.method_params)},
             method=p.method, base_model=base_info.get("base_model"), base_path=str(base),
@@ -185,8 +191,8 @@ def cli() -> None:
         parser.add_argument(name, type=Path, required=True)
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="persistent folder for resumable checkpoints")
-    parser.add_argument("--formatted", type=Path, default=None,
-                        help="format_data's folder: the probe's held-out task items")
+    parser.add_argument("--eval-sets", type=Path, default=None,
+                        help="gather_eval's folder: the probe's held-out task items")
     parser.add_argument("--probe", type=Path, default=None,
                         help="CSV of the probe points (train_adapter.evaluate_every)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -197,7 +203,7 @@ def cli() -> None:
         if p.processes > 1 and not distributed.launched():
             distributed.relaunch(p.processes, "stages.train_adapter", sys.argv[1:])
             return
-        main(a.base, a.data, a.out, a.metrics, a.curve, a.params, a.checkpoints, a.formatted,
+        main(a.base, a.data, a.out, a.metrics, a.curve, a.params, a.checkpoints, a.eval_sets,
              a.probe)
 
     run_stage(run)

@@ -414,3 +414,31 @@ def test_a_bad_benchmark_file_fails_before_any_model_loads(tmp_path: Path,
     formatted.mkdir()
     with pytest.raises(DataError, match=r"mc\.jsonl:2: answer 5 is not an index"):
         mix_tasks.main(formatted, nowhere, tmp_path / "mixed", tmp_path / "mix.json", params)
+
+
+def test_self_distill_source_is_the_base_models_own_answers() -> None:
+    """Replay data that needs no download: built-in open instructions, answered by the
+    model format_data passes in (here a fake); empty answers are left out and counted."""
+    from forgetful.data.builtin_tasks import replay_prompts
+    from forgetful.data.sources import load_conversations, parse_task
+
+    task = parse_task("replay", {"source": "self_distill", "n_train": 10, "n_val": 2,
+                                 "n_test": 0})
+    calls = []
+
+    def answer(prompts: list[str], tokens: int, batch: int) -> list[str]:
+        calls.append((prompts, tokens, batch))
+        return ["" if i == 0 else f"answer {i}" for i in range(len(prompts))]
+
+    conversations, empty = load_conversations(task, answer=answer)
+    assert calls == [(replay_prompts(), 48, 16)] and len(replay_prompts()) == 300
+    assert empty == ["prompt 1: the base model's answer is empty"]
+    assert len(conversations) == 299
+    assert conversations[0] == [{"role": "user", "content": replay_prompts()[1]},
+                                {"role": "assistant", "content": "answer 1"}]
+    with pytest.raises(ConfigError, match=r"format_data\.tasks\.replay\.evaluate must be false"):
+        parse_task("replay", {"source": "self_distill", "n_train": 10, "n_val": 2,
+                              "n_test": 5, "evaluate": True})
+    with pytest.raises(DataError, match=r"format_data\.tasks\.replay: source self_distill "
+                                        r"needs the base model"):
+        load_conversations(task)

@@ -13,7 +13,7 @@ import pytest
 
 from forgetful.core.config import ConfigError
 from forgetful.train.trainer import parse_params
-from stages import format_data, mix_tasks, prepare_base
+from stages import format_data, gather_eval, mix_tasks, prepare_base
 from tests.conftest import TINY_PARAMS, write_params
 
 
@@ -24,7 +24,7 @@ def train(root: Path, name: str, params: dict) -> dict:
         [sys.executable, "-m", "stages.train_adapter", "--base", str(root / "base"),
          "--data", str(root / "mixed"), "--out", str(root / name), "--metrics",
          str(root / f"{name}.json"), "--curve", str(root / f"{name}.csv"), "--params",
-         str(pfile), "--formatted", str(root / "formatted"), "--probe",
+         str(pfile), "--eval-sets", str(root / "eval"), "--probe",
          str(root / f"{name}-probe.csv")], cwd=Path(__file__).resolve().parents[1], env=env,
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -44,6 +44,7 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path: Path, tiny_model:
     for task in params["format_data"]["tasks"]:
         format_data.main(task, tmp_path / "base", tmp_path / "formatted" / task,
                          tmp_path / f"{task}.json", pfile)
+    gather_eval.main(tmp_path / "formatted", tmp_path / "eval", pfile)
     mix_tasks.main(tmp_path / "formatted", tmp_path / "base", tmp_path / "mixed",
                    tmp_path / "mix.json", pfile)
 

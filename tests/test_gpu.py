@@ -42,6 +42,8 @@ def test_train_and_merge_on_cuda(tmp_path: Path, method: str, block: dict) -> No
                        tmp_path / "train.json", tmp_path / "curve.csv", pfile)
     metrics = json.loads((tmp_path / "train.json").read_text())
     assert metrics["steps"] == 10 and metrics["tokens_per_s"] > 0
+    device_mb = torch.cuda.get_device_properties(0).total_memory / 2**20
+    assert 0 < metrics["peak_gpu_memory_mb"] <= device_mb  # the device's peak, not the host's
     merge_adapter.main(tmp_path / "base", tmp_path / "adapter", tmp_path / "mixed" / "val.jsonl",
                        tmp_path / "merged", tmp_path / "merge.json", pfile)
     merge = json.loads((tmp_path / "merge.json").read_text())

@@ -13,7 +13,15 @@ from forgetful.core.config import ConfigError
 from forgetful.evaluate import evaluator
 from forgetful.train import trainer
 from forgetful.train.methods import METHODS
-from stages import evaluate, format_data, merge_adapter, mix_tasks, prepare_base, train_adapter
+from stages import (
+    evaluate,
+    format_data,
+    gather_eval,
+    merge_adapter,
+    mix_tasks,
+    prepare_base,
+    train_adapter,
+)
 from tests.conftest import TINY_PARAMS, build_tiny_model, write_params
 
 SMALL = {  # tiny sizes for each method's block
@@ -42,6 +50,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     for task in params["format_data"]["tasks"]:
         format_data.main(task, root / "base", root / "formatted" / task, root / f"{task}.json",
                          pfile)
+    gather_eval.main(root / "formatted", root / "eval", pfile)
     mix_tasks.main(root / "formatted", root / "base", root / "mixed", root / "mix.json", pfile)
     return root, params
 
@@ -99,7 +108,7 @@ def test_method_trains_saves_reloads_and_merges(data: tuple[Path, dict], tmp_pat
         assert info["merged"] is False and "cannot be merged" in info["reason"]
         assert merge["max_abs_logit_diff"] is None
         # evaluate scores the unmerged adapter on the base model
-        evaluate.main("tuned", merged, root / "formatted", tmp_path / "scores.json",
+        evaluate.main("tuned", merged, root / "eval", tmp_path / "scores.json",
                       tmp_path / "predictions.jsonl", tmp_path / "samples.jsonl", pfile)
         scores = json.loads((tmp_path / "scores.json").read_text())
         assert set(scores["tasks"]) == {"sentiment", "reading"}

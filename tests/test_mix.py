@@ -48,7 +48,9 @@ def test_caps_upsampling_and_replay() -> None:
     assert plan(params(caps={"a": 12}), SIZES, MEAN_TOKENS) == {"a": 12, "b": 10}
     assert plan(params(upsample=False), SIZES, MEAN_TOKENS) == {"a": 10, "b": 10}
     replay = plan(params(replay={"task": "r", "ratio": 0.2}), SIZES, MEAN_TOKENS)
-    assert replay == {"a": 30, "b": 10, "r": 10}  # 10 of 50 = 20% of the final mixture
+    # 8 of the same 40 = 20% of the mixture: replay replaces a share, the total stays
+    assert replay == {"a": 24, "b": 8, "r": 8}
+    assert sum(replay.values()) == sum(plan(params(), SIZES, MEAN_TOKENS).values())
 
 
 def test_mix_upsamples_and_reports_composition() -> None:
@@ -56,13 +58,14 @@ def test_mix_upsamples_and_reports_composition() -> None:
     val = {t: [{"task": t}] * 3 for t in SIZES}
     p = params(replay={"task": "r", "ratio": 0.2})
     mixed, mixed_val, summary = mix(train, val, p, n_tokens=lambda r: 2)
-    assert Counter(r["task"] for r in mixed) == {"a": 30, "b": 10, "r": 10}
-    # a has 10 examples for 30 slots: every one used exactly 3 times
-    assert set(Counter(r["i"] for r in mixed if r["task"] == "a").values()) == {3}
+    assert Counter(r["task"] for r in mixed) == {"a": 24, "b": 8, "r": 8}
+    # a has 10 examples for 24 slots: every one used 2 or 3 times
+    assert set(Counter(r["i"] for r in mixed if r["task"] == "a").values()) == {2, 3}
     tasks = summary["tasks"]
-    assert tasks["a"]["effective_epochs"] == 3.0 and tasks["b"]["effective_epochs"] == 0.1
+    assert tasks["a"]["effective_epochs"] == 2.4 and tasks["b"]["effective_epochs"] == 0.08
     assert tasks["r"]["replay"] and tasks["r"]["share"] == 0.2
-    assert tasks["a"]["tokens"] == 60 and summary["tokens"] == 100
+    assert tasks["a"]["tokens"] == 48 and summary["tokens"] == 80
+    assert summary["replay"]["ratio"] == 0.2 and "same total" in summary["replay"]["replaces"]
     assert len(mixed_val) == 6
     assert mix(train, val, p, n_tokens=lambda r: 2)[0] == mixed  # seeded
 

@@ -23,8 +23,8 @@ from tests.conftest import TINY_PARAMS, dvc, tiny_repo, write_params
 pytestmark = pytest.mark.slow
 
 UNREACHABLE = "http://forgetful:s3cr3t-pass@127.0.0.1:9"  # port 9 refuses connections
-TIMING = {"seconds", "train_seconds", "tokens_per_s", "peak_memory_mb", "wall_time_s",
-          "processes", "resumed_from_step"}
+TIMING = {"seconds", "train_seconds", "tokens_per_s", "peak_memory_mb", "peak_gpu_memory_mb",
+          "wall_time_s", "processes", "resumed_from_step"}
 
 
 def outs(repo: Path) -> dict[str, str]:

@@ -38,8 +38,8 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
 
     first = dvc(repo, "repro")
     assert ran(first) == {"prepare_base", "format_data@sentiment", "format_data@reading",
-                          "mix_tasks", "train_adapter", "merge_adapter", "evaluate@base",
-                          "evaluate@tuned", "measure_drift", "report"}
+                          "gather_eval", "mix_tasks", "train_adapter", "merge_adapter",
+                          "evaluate@base", "evaluate@tuned", "measure_drift", "report"}
     assert "| sentiment | trained task |" in (repo / "reports/forgetting.md").read_text()
     metrics = json.loads(dvc(repo, "metrics", "show", "--json"))
     files = next(iter(metrics.values()))["data"]
@@ -67,12 +67,25 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
     assert ran(dvc(repo, "repro")) == {"mix_tasks", "train_adapter", "merge_adapter",
                                        "evaluate@tuned", "measure_drift", "report"}
 
+    # A train-only task (the base model's own answers as replay data, never evaluated): it
+    # is formatted and mixed in, the tuned model re-scored; what the base is scored on is
+    # the same bytes, so its evaluation stays cached (gather_eval re-runs, same output).
+    set_param(repo, "format_data.tasks.replay", {"source": "self_distill", "n_train": 30,
+                                                 "n_val": 4, "n_test": 0, "max_new_tokens": 12})
+    set_param(repo, "mix_tasks.replay", {"task": "replay", "ratio": 0.25})
+    added = dvc(repo, "repro")
+    assert ran(added) == {"format_data@replay", "gather_eval", "mix_tasks", "train_adapter",
+                          "merge_adapter", "evaluate@tuned", "measure_drift", "report"}
+    assert "evaluate@base" not in ran(added)
+
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
-    assert len(runs) == 3  # one per trained adapter
+    assert len(runs) == 4  # one per trained adapter
     assert {r.data.params["train_adapter.learning_rate"] for r in runs} == {"0.005", "0.001"}
     latest = max(runs, key=lambda r: r.info.start_time)
-    assert latest.data.metrics["mix.tasks.reading.examples"] == 21  # 64 x 0.5 / 1.5
+    # replay takes 16 of the same 64; reading gets a third of the other 48
+    assert latest.data.metrics["mix.tasks.replay.examples"] == 16
+    assert latest.data.metrics["mix.tasks.reading.examples"] == 16
     assert all("eval.tuned.tasks.sentiment.score" in r.data.metrics for r in runs)

@@ -16,6 +16,7 @@ from forgetful.core.config import ConfigError, DataError
 from stages import (
     evaluate,
     format_data,
+    gather_eval,
     measure_drift,
     merge_adapter,
     mix_tasks,
@@ -40,20 +41,22 @@ def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
     params["tracking"]["uri"] = f"sqlite:///{root / 'mlflow.db'}"
     pfile = write_params(root / "params.yaml", params)
     w = {k: root / v for k, v in {
-        "base": "models/base", "formatted": "data/formatted", "mixed": "data/mixed",
+        "base": "models/base", "formatted": "data/formatted", "eval": "data/eval",
+        "mixed": "data/mixed",
         "adapter": "models/adapter", "merged": "models/merged", "reports": "reports"}.items()}
     w["params"], w["root"] = pfile, root
     prepare_base.main(w["base"], pfile)
     for task in params["format_data"]["tasks"]:
         format_data.main(task, w["base"], w["formatted"] / task, root / f"{task}.json", pfile)
+    gather_eval.main(w["formatted"], w["eval"], pfile)
     mix_tasks.main(w["formatted"], w["base"], w["mixed"], root / "mix.json", pfile)
     train_adapter.main(w["base"], w["mixed"], w["adapter"], root / "train.json",
-                       root / "curve.csv", pfile, formatted=w["formatted"],
+                       root / "curve.csv", pfile, eval_sets=w["eval"],
                        probe_path=root / "probe.csv")
     merge_adapter.main(w["base"], w["adapter"], w["mixed"] / "val.jsonl", w["merged"],
                        root / "merge.json", pfile)
     for name, model in (("base", w["base"]), ("tuned", w["merged"])):
-        evaluate.main(name, model, w["formatted"], root / f"eval/{name}/scores.json",
+        evaluate.main(name, model, w["eval"], root / f"eval/{name}/scores.json",
                       root / f"eval/{name}/predictions.jsonl",
                       root / f"eval/{name}/samples.jsonl", pfile)
     measure_drift.main(w["base"], w["merged"], root / "eval/base/samples.jsonl",
@@ -143,7 +146,7 @@ def test_same_params_and_data_give_the_same_adapter_bytes(work: dict, tmp_path: 
     params["tracking"]["enabled"] = False
     pfile = write_params(tmp_path / "params.yaml", params)
     train_adapter.main(work["base"], work["mixed"], tmp_path / "adapter", tmp_path / "t.json",
-                       tmp_path / "c.csv", pfile, formatted=work["formatted"])
+                       tmp_path / "c.csv", pfile, eval_sets=work["eval"])
     first = sorted(p.name for p in work["adapter"].iterdir())
     assert first == sorted(p.name for p in (tmp_path / "adapter").iterdir())
     for name in first:
@@ -213,7 +216,7 @@ def test_probe_scores_learning_and_forgetting_during_training(work: dict, tmp_pa
     assert metrics["probe_items"] == {"general": 30, "sentiment": 6, "reading": 6}
     # The last point is the trained adapter scored as evaluate scores it, on the probe set.
     p = ProbeParams(general_items=30, task_items=6, max_new_tokens=4)
-    items = probe_set(p, work["formatted"])
+    items = probe_set(p, work["eval"])
     assert len({it["context"] for it in items.general}) == 30
     assert {r["id"] for r in items.tasks["reading"]} <= {
         r["id"] for r in read_jsonl(work["formatted"] / "reading/test.jsonl")}
@@ -234,7 +237,7 @@ def test_probe_scores_learning_and_forgetting_during_training(work: dict, tmp_pa
     params["tracking"]["enabled"] = False  # the module's MLflow run stays the only one
     pfile = write_params(tmp_path / "params.yaml", params)
     train_adapter.main(work["base"], work["mixed"], tmp_path / "adapter", tmp_path / "t.json",
-                       tmp_path / "c.csv", pfile, formatted=work["formatted"],
+                       tmp_path / "c.csv", pfile, eval_sets=work["eval"],
                        probe_path=tmp_path / "probe.csv")
     assert (tmp_path / "adapter/adapter_model.safetensors").read_bytes() == \
         (work["adapter"] / "adapter_model.safetensors").read_bytes()
@@ -386,3 +389,16 @@ def test_a_checkpoint_without_its_curve_is_not_resumed_from(tmp_path: Path) -> N
     newest, run = checkpoints.resume_point(root, "key")
     assert newest == root / "checkpoint-20" and run == "run"
     assert checkpoints.load_curve(newest) == ([{"step": 20, "loss": 1.0}], [])
+
+
+def test_peak_gpu_memory_is_the_devices_not_the_hosts(monkeypatch) -> None:
+    import torch
+
+    from forgetful.core import artifacts
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert artifacts.peak_gpu_memory_mb() is None  # a CPU run records no device figure
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *_: 3 * 2**30)
+    assert artifacts.peak_gpu_memory_mb() == 3072.0

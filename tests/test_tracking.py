@@ -86,3 +86,58 @@ def test_only_store_failures_count_as_unreachable(tmp_path: Path, monkeypatch, c
     corrupt.write_bytes(b"this is not an sqlite database" * 100)
     broken = tracking.TrackingParams(uri=f"sqlite:///{corrupt}", experiment="t")
     assert tracking.start_run(broken, "r", {}, {}) is None  # warned, not raised
+
+
+def test_a_read_only_store_prints_our_one_line_not_mlflows_tracebacks(tmp_path: Path) -> None:
+    """A store that cannot be written (here an existing mlflow.db opened read-only: root
+    ignores file modes) makes MLflow log ~90 lines of its own traceback before raising;
+    the stage's stderr is only our warning."""
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").create_experiment("t")
+    code = (
+        "from forgetful.core import tracking\n"
+        f"p = tracking.TrackingParams(uri='sqlite:///file:{db}?mode=ro&uri=true', "
+        "experiment='t')\n"
+        "assert tracking.start_run(p, 'r', {'a': 1}, {}) is None\n"
+        "assert tracking.log_metrics(p, None, {'x': 1.0}) is None\n"
+        "print('went on')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "went on"
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert "is unreachable" in lines[0] and "readonly database" in lines[0]
+
+
+def test_a_locked_sqlite_store_is_waited_for_not_given_up(monkeypatch) -> None:
+    """Two `dvc queue` workers write one mlflow.db: SQLite answers "database is locked"
+    while the other holds the write lock; the call is retried, each as one transaction."""
+    import sqlite3
+
+    waits = []
+    monkeypatch.setattr(tracking.time, "sleep", waits.append)
+
+    class Inner:
+        calls = 0
+
+        def log_batch(self, run_id: str, metrics: list) -> str:
+            Inner.calls += 1
+            if Inner.calls <= 2:
+                raise sqlite3.OperationalError("database is locked")
+            return f"{run_id}: {len(metrics)}"
+
+        def get_run(self, run_id: str) -> None:
+            raise sqlite3.OperationalError("no such table: runs")
+
+    client = tracking.RetryingClient(Inner())
+    assert client.log_batch("r", metrics=[1, 2]) == "r: 2"
+    assert Inner.calls == 3 and waits == [0.5, 1.0]
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):  # not a lock: raised
+        client.get_run("r")
+    assert len(waits) == 2

@@ -141,6 +141,15 @@ def peak_memory_mb() -> float:
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
+def peak_gpu_memory_mb() -> float | None:
+    """Peak memory torch allocated on the current CUDA device (the device's peak, which
+    the host's RSS does not show), or None where no CUDA device was used."""
+    torch = sys.modules.get("torch")  # not imported here: a stage without torch has no GPU
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
 class Timer:
     def __init__(self) -> None:
         self.start = time.perf_counter()

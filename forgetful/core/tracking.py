@@ -17,13 +17,15 @@ is resolved to the repository above that folder so every experiment lands in one
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import re
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,25 @@ def store_error(err: BaseException) -> bool:
     return isinstance(err, OSError) or module in STORE_MODULES
 
 
+# MLflow's own loggers that print, at ERROR with a traceback, the same store failure it then
+# raises (a read-only or corrupt mlflow.db: ~90 lines), and its INFO lines on creating
+# tables. guarded() turns that exception into our one warning, so these are duplicates.
+STORE_LOGGERS = ("mlflow.store.db.utils", "alembic")
+
+
+@contextlib.contextmanager
+def _quiet_store_loggers() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in STORE_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a tracking call only if the store is available; a store failure inside it (the
     store went away mid-run) becomes the same one warning, or TrackingUnavailable if
@@ -124,7 +145,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         if not available(p):
             return None
         try:
-            return fn(p, *args, **kwargs)
+            with _quiet_store_loggers():
+                return fn(p, *args, **kwargs)
         except TrackingUnavailable:
             raise
         except Exception as err:
@@ -134,6 +156,41 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             return None
 
     return call
+
+
+LOCK_RETRIES = 8  # waits of 0.5, 1, 2, 4, 8, 8, 8, 8 s: about 40 s in all
+
+
+def locked(err: BaseException) -> bool:
+    """SQLite's "database is locked": another process (a second `dvc queue` worker) holds
+    the write lock; it passes, so the call is retried, not counted as a dead store."""
+    return "database is locked" in str(err)
+
+
+class RetryingClient:
+    """MlflowClient whose every call is retried while the SQLite store is locked. Each
+    call is one transaction (create_run, log_batch, set_tag...), so a retry repeats only
+    the one that did not happen."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for attempt in range(LOCK_RETRIES + 1):
+                try:
+                    return attr(*args, **kwargs)
+                except Exception as err:
+                    if not locked(err) or attempt == LOCK_RETRIES:
+                        raise
+                    time.sleep(0.5 * 2 ** min(attempt, 4))
+            raise AssertionError("unreachable")
+
+        return call
 
 
 def load(params: Mapping[str, Any]) -> TrackingParams:
@@ -161,7 +218,7 @@ def tracking_uri(p: TrackingParams, cwd: Path | None = None) -> str:
 def client(p: TrackingParams) -> Any:
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri(p))
+    return RetryingClient(MlflowClient(tracking_uri=tracking_uri(p)))
 
 
 def _experiment_id(c: Any, p: TrackingParams) -> str:
@@ -191,9 +248,12 @@ def start_run(p: TrackingParams, run_name: str, params: Mapping[str, Any],
               tags: Mapping[str, str]) -> str | None:
     """Create the pipeline's run; returns its id, or None when tracking is disabled."""
     c = client(p)
+    from mlflow.entities import Param
+
     run = c.create_run(_experiment_id(c, p), run_name=run_name, tags=dict(tags))
-    for key, value in flatten(params).items():
-        c.log_param(run.info.run_id, key, str(value)[:6000])
+    logged = [Param(key, str(value)[:6000]) for key, value in flatten(params).items()]
+    for start in range(0, len(logged), 100):  # MLflow takes at most 100 params per batch
+        c.log_batch(run.info.run_id, params=logged[start : start + 100])
     return run.info.run_id
 
 
@@ -202,10 +262,14 @@ def log_metrics(p: TrackingParams, run_id: str | None, metrics: Mapping[str, Any
                 step: int | None = None) -> None:
     if not run_id:
         return
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(value), now, step or 0) for key, value in flatten(metrics).items()
+             if isinstance(value, (int, float)) and not isinstance(value, bool)]
     c = client(p)
-    for key, value in flatten(metrics).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            c.log_metric(run_id, key, float(value), step=step or 0)
+    for start in range(0, len(batch), 1000):  # one transaction per 1000 (MLflow's limit)
+        c.log_batch(run_id, metrics=batch[start : start + 1000])
 
 
 @guarded

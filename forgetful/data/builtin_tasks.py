@@ -159,3 +159,39 @@ GENERATORS: dict[str, tuple[Callable[[], Parts], str]] = {
     "reading": (reading, "contains"),
     "arithmetic": (arithmetic, "numeric"),
 }
+
+
+# Self-distilled replay (source: self_distill): open instructions that the base model
+# answers itself (greedy), so training on them pulls the tuned model towards what the base
+# already did (Yang et al., ACL 2024, SDFT). Topics and frames are ours; none is a general
+# suite skill (capitals, continents, opposites, plurals, numbers, order, uses, animals,
+# quantities, story) nor one of the 24 general prompts that drift scores.
+REPLAY_TOPICS = (
+    "autumn leaves", "a busy market", "a quiet library", "mountain hiking", "baking bread",
+    "a thunderstorm", "learning to swim", "a train journey", "a city park", "planting trees",
+    "a snowy morning", "recycling", "a football match", "a lighthouse", "painting a room",
+    "a school trip", "gardening", "a night sky", "cooking soup", "a bicycle ride",
+    "a museum visit", "writing letters", "a farm in spring", "a camping trip",
+    "a birthday party", "a flooded road", "a music lesson", "an old bridge", "fresh coffee",
+    "a windy beach",
+)
+REPLAY_FRAMES = (
+    "Write two sentences about {t}.",
+    "Describe {t} to a child.",
+    "Give three words that come to mind when you think of {t}.",
+    "Write a short poem about {t}.",
+    "What might someone enjoy about {t}?",
+    "Write a headline for a local news story about {t}.",
+    "Explain in one sentence why people like {t}.",
+    "Write the opening line of a story about {t}.",
+    "Give one practical tip related to {t}.",
+    "Describe the sounds of {t}.",
+)
+
+
+def replay_prompts() -> list[str]:
+    """300 open instructions (30 topics x 10 frames), in a fixed order."""
+    return [f.format(t=t) for t in REPLAY_TOPICS for f in REPLAY_FRAMES]
+
+
+PROMPT_SETS: dict[str, Callable[[], list[str]]] = {"general": replay_prompts}

@@ -80,7 +80,8 @@ STRATEGIES: dict[str, Callable[[Any, dict[str, int], dict[str, float]], dict[str
 @dataclass(frozen=True)
 class ReplayParams:
     task: str = ""  # a formatted task mixed in as replay data ("" = none)
-    ratio: float = 0.0  # its share of the final mixture, in examples
+    ratio: float = 0.0  # its share of the final mixture, in examples; it replaces that share
+    # of the other tasks (the total stays), so with and without replay train equally long
 
     def __post_init__(self) -> None:
         require(0 <= self.ratio < 1, "ratio", f"must be in [0, 1), got {self.ratio}")
@@ -137,8 +138,13 @@ def plan(p: MixParams, sizes: dict[str, int], mean_tokens: dict[str, float]) -> 
     for task, n in counts.items():
         n = min(n, p.caps.get(task, n))
         counts[task] = n if p.upsample else min(n, sizes[task])
-    if p.replay.task:
-        counts[p.replay.task] = round(p.replay.ratio / (1 - p.replay.ratio) * sum(counts.values()))
+    if p.replay.task and p.replay.ratio > 0:
+        # Replay replaces a share of the same total, so a run with replay trains for the same
+        # steps on the same number of examples as one without: only the composition differs.
+        total = sum(counts.values())
+        replay = round(p.replay.ratio * total)
+        counts = allocate({t: float(n) for t, n in counts.items()}, total - replay)
+        counts[p.replay.task] = replay
     return {t: n for t, n in counts.items() if n > 0}
 
 
@@ -166,5 +172,7 @@ def mix(train: dict[str, list[dict]], val: dict[str, list[dict]], p: MixParams,
         c["share"] = round(c["examples"] / len(mixed_train), 4)
         c["token_share"] = round(c["tokens"] / total_tokens, 4)
     summary = {"strategy": p.strategy, "examples": len(mixed_train), "tokens": total_tokens,
+               "replay": {"task": p.replay.task, "ratio": p.replay.ratio,
+                          "replaces": "a share of the same total (the other tasks scaled down)"},
                "tasks": composition}
     return mixed_train, mixed_val, summary

@@ -6,6 +6,9 @@
   formats of forgetful/formats.py with a column map.
 - `hf_dataset`: a Hugging Face `datasets` dataset: a hub name at a pinned revision (needs
   the network or a warm cache), or a local folder written by `save_to_disk`.
+- `self_distill`: built-in open instructions answered by the base model itself (greedy):
+  replay data that needs no download and does not overlap the general suite. The answers
+  come from `answer`, which format_data builds over the base model (this layer loads none).
 
 Every source returns its conversations in a fixed order; format_data deduplicates,
 shuffles and splits them.
@@ -21,7 +24,7 @@ from typing import Any, Literal
 
 from forgetful.core.artifacts import file_sha256, read_jsonl, read_utf8
 from forgetful.core.config import ConfigError, DataError, build, require
-from forgetful.data.builtin_tasks import GENERATORS
+from forgetful.data.builtin_tasks import GENERATORS, PROMPT_SETS
 from forgetful.data.formats import FORMATS, required_columns
 from forgetful.data.metrics import LIKELIHOOD_METRICS, METRICS
 from forgetful.data.templates import TRAIN_TURNS
@@ -102,6 +105,27 @@ class HFSource(RowSource):
                 "must pin a commit sha or tag for a hub dataset (reproducibility)")
 
 
+@dataclass(frozen=True)
+class SelfDistillSource(TaskSpec):
+    source: Literal["self_distill"] = "self_distill"
+    prompts: str = "general"  # built-in instruction set (builtin_tasks.PROMPT_SETS)
+    max_new_tokens: int = 48  # answer length of the base model
+    batch_size: int = 16  # prompts per generation batch
+    evaluate: bool = False  # replay data: trained on, never scored
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.prompts in PROMPT_SETS, "prompts",
+                f"must be one of {', '.join(PROMPT_SETS)}, got {self.prompts!r}")
+        require(not self.evaluate, "evaluate", "must be false: the base model's own answers "
+                "are replay data, not a test of it")
+        require(self.max_new_tokens > 0, "max_new_tokens", "must be a positive integer")
+        require(self.batch_size > 0, "batch_size", "must be a positive integer")
+
+
+Answerer = Callable[[list[str], int, int], list[str]]  # instructions, tokens, batch -> answers
+
+
 def _read_json(path: Path) -> list[dict]:
     text = read_utf8(path)
     try:
@@ -172,11 +196,26 @@ def as_conversations(pairs: list[tuple[str, str]]) -> list[list[dict]]:
             for p, a in pairs]
 
 
-def _builtin(spec: BuiltinSource, columns: Any, skip: bool) -> tuple[list[list[dict]], list]:
+def _builtin(spec: BuiltinSource, columns: Any, skip: bool,
+             answer: Answerer | None) -> tuple[list[list[dict]], list]:
     return as_conversations(GENERATORS[spec.generator][0]().seen), []
 
 
-def _file(spec: FileSource, columns: Any, skip: bool) -> tuple[list[list[dict]], list]:
+def _self_distill(spec: SelfDistillSource, columns: Any, skip: bool,
+                  answer: Answerer | None) -> tuple[list[list[dict]], list]:
+    if answer is None:
+        raise DataError("source self_distill needs the base model to answer its prompts "
+                        "(format_data passes it)")
+    prompts = PROMPT_SETS[spec.prompts]()
+    answers = answer(prompts, spec.max_new_tokens, spec.batch_size)
+    kept = [(p, a) for p, a in zip(prompts, answers, strict=True) if a.strip()]
+    empty = [f"prompt {i}: the base model's answer is empty"
+             for i, a in enumerate(answers, start=1) if not a.strip()]
+    return as_conversations(kept), empty
+
+
+def _file(spec: FileSource, columns: Any, skip: bool,
+          answer: Answerer | None) -> tuple[list[list[dict]], list]:
     path = Path(spec.path)
     if not path.exists():
         raise DataError(f"{path} not found; fix the task's path: in params.yaml (relative to "
@@ -185,7 +224,8 @@ def _file(spec: FileSource, columns: Any, skip: bool) -> tuple[list[list[dict]],
     return rows_to_conversations(rows, spec, columns, str(path), skip)
 
 
-def _hf_dataset(spec: HFSource, columns: Any, skip: bool) -> tuple[list[list[dict]], list]:
+def _hf_dataset(spec: HFSource, columns: Any, skip: bool,
+                answer: Answerer | None) -> tuple[list[list[dict]], list]:
     import datasets
 
     if Path(spec.name).is_dir():
@@ -202,10 +242,12 @@ def _hf_dataset(spec: HFSource, columns: Any, skip: bool) -> tuple[list[list[dic
                                  skip)
 
 
-SOURCES: dict[str, tuple[type, Callable[[Any, Any, bool], tuple[list[list[dict]], list]]]] = {
+Loader = Callable[[Any, Any, bool, Answerer | None], tuple[list[list[dict]], list]]
+SOURCES: dict[str, tuple[type, Loader]] = {
     "builtin": (BuiltinSource, _builtin),
     "file": (FileSource, _file),
     "hf_dataset": (HFSource, _hf_dataset),
+    "self_distill": (SelfDistillSource, _self_distill),
 }
 
 
@@ -232,11 +274,13 @@ def parse_task(name: str, data: Any) -> Task:
     return Task(name, spec, columns)
 
 
-def load_conversations(task: Task, skip_invalid: bool = False) -> tuple[list[list[dict]], list]:
-    """The task's conversations, and the errors of records skipped (with `skip_invalid`).
-    Errors name the task's params key first."""
+def load_conversations(task: Task, skip_invalid: bool = False, answer: Answerer | None = None
+                       ) -> tuple[list[list[dict]], list]:
+    """The task's conversations, and the errors of records skipped (with `skip_invalid`;
+    a self_distill task's empty answers are always left out and counted). Errors name the
+    task's params key first."""
     try:
-        return SOURCES[task.spec.source][1](task.spec, task.columns, skip_invalid)
+        return SOURCES[task.spec.source][1](task.spec, task.columns, skip_invalid, answer)
     except DataError as err:
         raise DataError(f"format_data.tasks.{task.name}: {err}") from None
 
@@ -257,6 +301,9 @@ def provenance(task: Task) -> dict[str, Any]:
     if isinstance(spec, HFSource):
         return {"name": spec.name, "config": spec.config, "revision": spec.revision,
                 "split": spec.split, "format": spec.format}
+    if isinstance(spec, SelfDistillSource):
+        return {"prompts": spec.prompts, "answers": "the base model's greedy answers",
+                "max_new_tokens": spec.max_new_tokens}
     return {"generator": spec.generator, "test": "held-out frames, names and nouns"}
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgetful.core.artifacts import read_jsonl
 from forgetful.core.config import require
 from forgetful.data.metrics import LIKELIHOOD_METRICS, METRICS, exact_match
 from forgetful.evaluate.benchmarks import (
@@ -64,13 +63,6 @@ class EvalParams:
         require(self.text_window > 1, "text_window", "must be an integer > 1 (tokens)")
         require(self.sample_tokens > 0, "sample_tokens", "must be a positive integer")
         require(self.lm_eval_limit >= 0, "lm_eval_limit", "must be >= 0")
-
-
-def label_words(task_folder: Path) -> list[str]:
-    """Every label word a classification task uses: the completions of its formatted
-    splits (format_data's folder for the task), sorted."""
-    return sorted({r["completion"] for split in sorted(task_folder.glob("*.jsonl"))
-                   for r in read_jsonl(split)})
 
 
 def complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,

@@ -24,10 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgetful.core.artifacts import read_json, read_jsonl
 from forgetful.core.config import require
-from forgetful.data.metrics import LIKELIHOOD_METRICS
-from forgetful.evaluate.evaluator import label_words
+from forgetful.data.eval_sets import read_eval_sets
 from forgetful.evaluate.general import SKILLS
 
 DEFAULT_SKILLS = ("capitals", "continents", "opposites", "plurals", "numbers", "uses", "story")
@@ -61,9 +59,9 @@ class ProbeSet:
     labels: dict[str, list[str]] = field(default_factory=dict)  # classification labels
 
 
-def probe_set(p: ProbeParams, formatted: Path | None) -> ProbeSet:
+def probe_set(p: ProbeParams, eval_sets: Path | None) -> ProbeSet:
     """The fixed items: general ones drawn per skill, task ones from every evaluated task's
-    held-out test split in `formatted` (format_data's folder; None = no tasks)."""
+    held-out test split in `eval_sets` (gather_eval's folder; None = no tasks)."""
     rng = random.Random(p.seed)
     out = ProbeSet()
     if p.skills and p.general_items:
@@ -72,17 +70,15 @@ def probe_set(p: ProbeParams, formatted: Path | None) -> ProbeSet:
             items = SKILLS[name]()
             rng.shuffle(items)
             out.general += items[: per_skill + (k < extra)]
-    if formatted is None or not p.task_items:
+    if eval_sets is None or not p.task_items:
         return out
-    for folder in sorted(d for d in formatted.iterdir() if (d / "run_info.json").exists()):
-        if not read_json(folder / "run_info.json").get("evaluate", True):
-            continue
-        records = read_jsonl(folder / "test.jsonl")
+    sets = read_eval_sets(eval_sets)
+    for task, records in sorted(sets.tests.items()):
+        records = list(records)
         rng.shuffle(records)
-        if records:
-            out.tasks[folder.name] = records[: p.task_items]
-        if records and records[0]["metric"] in LIKELIHOOD_METRICS:
-            out.labels[folder.name] = label_words(folder)
+        out.tasks[task] = records[: p.task_items]
+        if task in sets.labels:
+            out.labels[task] = sets.labels[task]
     return out
 
 

@@ -71,8 +71,8 @@ class TrainParams:
 
 
 # Metrics that differ between two identical runs: kept out of the adapter folder (an out).
-VOLATILE = ("train_seconds", "tokens_per_s", "peak_memory_mb", "processes", "resumed_from_step",
-            "probe_seconds")
+VOLATILE = ("train_seconds", "tokens_per_s", "peak_memory_mb", "peak_gpu_memory_mb",
+            "processes", "resumed_from_step", "probe_seconds")
 
 
 def parse_params(data: dict[str, Any]) -> TrainParams:

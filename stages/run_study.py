@@ -1,0 +1,394 @@
+"""The learning–forgetting study: sweeps of method, LoRA rank and replay ratio over seeds.
+
+Not a DVC stage: a driver over the pipeline, like run_seeds. Every point (a configuration
+at one seed) is one DVC experiment, queued with `dvc exp run --queue -n <name> -S ...` and
+run by `dvc queue start -j <study.jobs>`, and one MLflow run in the experiment
+`study.experiment`. A point's name carries a hash of its overrides, so re-running the
+study skips the points that already finished (and DVC's run cache restores any stage a
+new point shares with an old one: the base model's evaluation is computed once).
+
+Sweeps (params.yaml `study:`; `--preset quick` takes the smaller set in study.presets):
+- method: every method in study.methods on the default mixture, each at its learning rate
+  from the learning-rate sweep (reports/study/learning_rates.json, `--lr-sweep` makes it);
+- rank: LoRA at each rank in study.ranks, alpha = 2 × rank (the method sweep's lora point
+  is the default rank);
+- replay: narrow tuning (study.narrow: one task) with the base model's own answers
+  (study.replay_task, source self_distill) replacing study.replay_ratios of the mixture.
+Seed k trains with train_adapter.seed + k and mix_tasks.seed + k. Every point trains
+study.max_steps steps, the probe off.
+
+Then it reads every point back from DVC (`dvc exp show`, and the per-item scores from the
+DVC cache at the experiment's commit), writes reports/study.md, reports/study.json and
+reports/study/frontier.png (forgetful/report/study.py), with no training:
+`--collect-only` redraws them from the experiments as they are.
+
+Run:    python -m stages.run_study --lr-sweep        # once: the learning rates, as data
+        python -m stages.run_study [--preset quick]  # queue, run, collect, report
+        python -m stages.run_study --collect-only    # tables and figures from DVC alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgetful.core.artifacts import package_versions, read_json, write_json, write_text
+from forgetful.core.cli import run_stage
+from forgetful.core.config import ConfigError, build, load_params, require, section
+from forgetful.report.study import Run, claims, frontier, make_run, markdown, plot, summarise
+from forgetful.train.methods import METHODS
+
+FAMILY_GRIDS = {  # learning rates tried per method: three around each family's usual value
+    "lora": [3e-4, 1e-3, 3e-3], "dora": [3e-4, 1e-3, 3e-3], "rslora": [3e-4, 1e-3, 3e-3],
+    "adalora": [1e-3, 3e-3, 1e-2], "ia3": [2e-3, 6e-3, 2e-2],
+    "prompt_tuning": [1e-2, 3e-2, 1e-1], "p_tuning": [3e-3, 1e-2, 3e-2],
+    "prefix_tuning": [3e-3, 1e-2, 3e-2], "llama_adapter": [3e-3, 1e-2, 3e-2],
+    "full": [1e-5, 3e-5, 1e-4],
+}
+
+
+@dataclass(frozen=True)
+class StudyParams:
+    seeds: int = 3  # seeds per configuration
+    jobs: int = 1  # dvc queue workers; each gets cores / jobs torch threads
+    experiment: str = "study"  # MLflow experiment of every point
+    max_steps: int = 60  # optimizer steps of every point (and of the learning-rate sweep)
+    methods: tuple[str, ...] = ("lora", "dora", "ia3", "prompt_tuning", "prefix_tuning",
+                                "llama_adapter", "full")
+    ranks: tuple[int, ...] = (2, 8, 32)  # LoRA ranks besides the default one
+    narrow: dict[str, float] = field(default_factory=lambda: {"sentiment": 1.0})
+    replay_ratios: tuple[float, ...] = (0.0, 0.01, 0.05, 0.2)
+    replay_task: dict[str, Any] = field(default_factory=lambda: {
+        "source": "self_distill", "n_train": 240, "n_val": 12, "n_test": 0})
+    learning_rates: str = "reports/study/learning_rates.json"
+    bootstrap: int = 1000  # two-level bootstrap resamples
+    seed: int = 0  # bootstrap seed
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(self.seeds >= 1, "seeds", "must be a positive integer")
+        require(self.jobs >= 1, "jobs", "must be a positive integer")
+        require(self.max_steps > 0, "max_steps", "must be a positive integer")
+        for m in self.methods:
+            require(m in METHODS and m in FAMILY_GRIDS, "methods",
+                    f"names unknown method {m!r}; choose from {', '.join(FAMILY_GRIDS)}")
+        require(all(r > 0 for r in self.ranks), "ranks", "must be positive integers")
+        require(all(0 <= r < 1 for r in self.replay_ratios), "replay_ratios",
+                "must each be in [0, 1)")
+        require(len(self.narrow) == 1, "narrow", "must name one task (narrow tuning)")
+
+
+@dataclass(frozen=True)
+class Point:
+    config: str  # e.g. method=lora
+    sweep: str
+    seed: int
+    sets: tuple[str, ...]  # -S overrides
+
+    @property
+    def name(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.sets).encode()).hexdigest()[:6]
+        slug = self.config.replace("=", "-").replace("_", "-")
+        return f"{slug}-s{self.seed}-{digest}"
+
+
+def study_params(params: dict[str, Any], preset: str) -> StudyParams:
+    p = build(StudyParams, section(params, "study"), "study")
+    if preset == "default":
+        return p
+    if preset not in p.presets:
+        raise ConfigError(f"study.presets has no preset {preset!r}; presets: "
+                          f"{', '.join(['default', *p.presets])}")
+    return build(StudyParams, {**section(params, "study"), **p.presets[preset]},
+                 f"study.presets.{preset}")
+
+
+def learning_rates(p: StudyParams) -> dict[str, float]:
+    path = Path(p.learning_rates)
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run `python -m stages.run_study --lr-sweep` "
+                          "first (it picks each method's learning rate)")
+    chosen = read_json(path)["chosen"]
+    missing = [m for m in p.methods if m not in chosen]
+    if missing:
+        raise ConfigError(f"{path} has no learning rate for {', '.join(missing)}: re-run "
+                          "`python -m stages.run_study --lr-sweep`")
+    if read_json(path)["max_steps"] != p.max_steps:
+        raise ConfigError(f"{path} was swept at {read_json(path)['max_steps']} steps, the "
+                          f"study trains {p.max_steps} (study.max_steps): re-run --lr-sweep")
+    return chosen
+
+
+def points(p: StudyParams, params: dict[str, Any], lrs: dict[str, float]
+           ) -> tuple[list[Point], dict[int, str], dict[float, str]]:
+    """Every point; and which configuration is which rank and which replay ratio."""
+    base_train, base_mix = params["train_adapter"]["seed"], params["mix_tasks"]["seed"]
+    default_rank = params["train_adapter"]["lora"]["r"]
+    configs: list[tuple[str, str, list[str]]] = []
+
+    def lr(method: str) -> str:
+        return f"train_adapter.learning_rate={lrs[method]:.1e}"  # 1.0e-03: a float in YAML
+
+    for m in p.methods:
+        configs.append((f"method={m}", "method", [f"train_adapter.method={m}", lr(m)]))
+    ranks = {default_rank: "method=lora"} if "lora" in p.methods else {}
+    for r in p.ranks:
+        if r == default_rank and "lora" in p.methods:
+            continue
+        ranks[r] = f"rank={r}"
+        configs.append((f"rank={r}", "rank", ["train_adapter.method=lora", lr("lora"),
+                                              f"train_adapter.lora.r={r}",
+                                              f"train_adapter.lora.alpha={2 * r}"]))
+    (narrow_task,) = p.narrow
+    weights = [f"mix_tasks.weights.{t}={1.0 if t == narrow_task else 0.0}"
+               for t in params["mix_tasks"]["weights"]]
+    ratios = {}
+    for ratio in p.replay_ratios:
+        sets = ["train_adapter.method=lora", lr("lora"), *weights]
+        if ratio > 0:
+            block = ",".join(f"{k}:{v}" for k, v in p.replay_task.items())
+            sets += [f"format_data.tasks.replay={{{block}}}", "mix_tasks.replay.task=replay",
+                     f"mix_tasks.replay.ratio={ratio}"]
+        ratios[ratio] = f"replay={ratio}"
+        configs.append((f"replay={ratio}", "replay", sets))
+    out = []
+    for config, sweep, sets in configs:
+        for k in range(p.seeds):
+            out.append(Point(config, sweep, k, tuple([
+                *sets, f"train_adapter.seed={base_train + k}", f"mix_tasks.seed={base_mix + k}",
+                f"train_adapter.max_steps={p.max_steps}", "train_adapter.evaluate_every=0",
+                f"tracking.experiment={p.experiment}"])))
+    return out, ranks, ratios
+
+
+def dvc(*args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+    done = subprocess.run(["dvc", *args], capture_output=True, text=True, env=env)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"`dvc {' '.join(args)}` failed:\n{done.stdout[-2000:]}"
+                           f"{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def experiments() -> dict[str, str]:
+    """Finished experiments of the current commit: name -> commit."""
+    found = {}
+    for baseline in json.loads(dvc("exp", "show", "--json", "--no-fetch") or "[]"):
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                if rev.get("name") and not rev.get("error"):
+                    found[rev["name"]] = rev["rev"]
+    return found
+
+
+def run_points(todo: list[Point], jobs: int) -> None:
+    """Queue the points, run them with `jobs` workers, wait; a failed point stops here."""
+    for point in todo:
+        args = ["exp", "run", "--queue", "-n", point.name]
+        for s in point.sets:  # ++: set the key whether params.yaml has it or not
+            args += ["-S", f"++{s}"]
+        dvc(*args)
+        print(f"run_study: queued {point.name} ({point.config}, seed {point.seed})", flush=True)
+    # torch uses every core by default: two workers would fight over them (5-10x slower)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    dvc("queue", "start", "-j", str(jobs), env=env)
+    started, names = time.perf_counter(), {p.name for p in todo}
+    while True:
+        time.sleep(10)
+        status = dvc("queue", "status", check=False)
+        states = {line.split()[1]: line.split()[-1] for line in status.splitlines()[1:]
+                  if len(line.split()) >= 3 and line.split()[1] in names}
+        active = [n for n, s in states.items() if s in ("Queued", "Running")]
+        failed = [n for n, s in states.items() if s == "Failed"]
+        if failed:
+            raise RuntimeError(f"point {failed[0]} failed: see `dvc queue logs {failed[0]}`")
+        if not active:
+            break
+        print(f"run_study: {len(names) - len(active)}/{len(names)} points done "
+              f"({time.perf_counter() - started:.0f}s)", flush=True)
+
+
+def read_at(rev: str, path: str) -> str:
+    import dvc.api
+
+    return dvc.api.read(path, rev=rev)
+
+
+def collect(todo: list[Point], lrs: dict[str, float]) -> list[Run]:
+    """Every point's per-item scores and metrics, read from its DVC experiment."""
+    revs = experiments()
+    missing = [p.name for p in todo if p.name not in revs]
+    if missing:
+        raise ConfigError(f"{len(missing)} points have no finished experiment (first: "
+                          f"{missing[0]}); run `python -m stages.run_study` without "
+                          "--collect-only")
+    runs = []
+    for point in todo:
+        rev = revs[point.name]
+
+        def rows(path: str, rev: str = rev) -> list[dict]:
+            return [json.loads(line) for line in read_at(rev, path).splitlines() if line]
+
+        train = json.loads(read_at(rev, "reports/metrics/train.json"))
+        sets = dict(s.split("=", 1) for s in point.sets)
+        info = {"trainable_params": train["trainable_params"],
+                "train_seconds": train["train_seconds"],
+                "learning_rate": float(sets["train_adapter.learning_rate"]),
+                "stage_seconds": stage_seconds(rev), "rev": rev, "name": point.name}
+        runs.append(make_run(point.config, point.sweep, point.seed,
+                             rows("reports/eval/base/predictions.jsonl"),
+                             rows("reports/eval/tuned/predictions.jsonl"),
+                             json.loads(read_at(rev, "reports/metrics/forgetting.json")), info))
+    return runs
+
+
+def stage_seconds(rev: str) -> float:
+    """The point's stage seconds (train, merge, both evaluations, drift) from its metrics;
+    a stage restored from the run cache counts what it took when it ran."""
+    total = 0.0
+    for path, key in (("reports/metrics/train.json", "train_seconds"),
+                      ("reports/eval/tuned/scores.json", "seconds"),
+                      ("reports/eval/drift/scores.json", "seconds")):
+        try:
+            total += float(json.loads(read_at(rev, path)).get(key) or 0)
+        except Exception:  # noqa: BLE001 - a metric file without the key counts 0
+            continue
+    return round(total, 1)
+
+
+def report(p: StudyParams, runs: list[Run], ranks: dict[int, str], ratios: dict[float, str],
+           preset: str, seconds: float | None, out: Path, figure: Path) -> None:
+    summary = summarise(runs, p.bootstrap, p.seed)
+    found = claims(runs, summary, ranks, ratios, p.bootstrap, p.seed)
+    panels = {"method and rank (default mixture)": [c for c in summary
+                                                    if summary[c]["sweep"] != "replay"],
+              f"replay (narrow: {next(iter(p.narrow))})": [c for c in summary
+                                                          if summary[c]["sweep"] == "replay"]}
+    panels = {k: v for k, v in panels.items() if v}
+    fronts = {title: frontier(summary, configs) for title, configs in panels.items()}
+    plot(summary, panels, fronts, figure)
+    first = runs[0]
+    items = {kind: sum(len(first.base[n]) for n, k in first.kinds.items() if k == kind)
+             for kind in ("trained task", "untrained task", "general")}
+    setup = [
+        f"Preset `{preset}`: {len(summary)} configurations × {p.seeds} seeds = {len(runs)} "
+        f"points, each {p.max_steps} optimizer steps (the same for all), the training probe "
+        f"off. Items per run: general suite {items['general']}, untrained tasks "
+        f"{items['untrained task']}, trained tasks {items['trained task']} (default mixture"
+        "; the replay sweep trains one task). Learning rates: "
+        f"{p.learning_rates} (a short sweep, lowest validation loss).",
+        "Wall time of the study run: " + (f"{seconds:.0f} s" if seconds is not None else
+                                          "not measured (--collect-only)") + ".",
+        "Made by `python -m stages.run_study" + ("" if preset == "default" else
+                                                 f" --preset {preset}") + "`; "
+        "`python -m stages.run_study --collect-only` redraws it from the DVC experiments "
+        "(`dvc exp show`) without training.",
+    ]
+    write_text(out.with_suffix(".md"), markdown(summary, found, fronts, setup, p.bootstrap))
+    write_json(out.with_suffix(".json"), {
+        "preset": preset, "seconds": seconds, "points": summary, "claims": found,
+        "frontiers": fronts, "versions": package_versions()})
+    for c in found:
+        print(f"run_study: {c['claim']}: {c['verdict']}")
+
+
+def lr_sweep(p: StudyParams, params_file: Path) -> None:
+    """Each method at each learning rate of its family's grid, trained p.max_steps steps on
+    the default mixture (seed as in params.yaml, probe and MLflow off); the rate with the
+    lowest validation loss is chosen. Needs `dvc repro` first (models/base, data/mixed)."""
+    import yaml
+
+    from stages import train_adapter
+
+    params = load_params(params_file)
+    out = Path(p.learning_rates)
+    done = read_json(out) if out.exists() else {"trials": [], "max_steps": p.max_steps}
+    if done.get("max_steps") != p.max_steps:
+        done = {"trials": [], "max_steps": p.max_steps}
+    work = Path(".dvc/tmp/lr_sweep")
+    for method in p.methods:
+        for lr in FAMILY_GRIDS[method]:
+            if any(t["method"] == method and t["learning_rate"] == lr for t in done["trials"]):
+                continue
+            trial = json.loads(json.dumps(params))
+            trial["train_adapter"].update(method=method, learning_rate=lr,
+                                          max_steps=p.max_steps, evaluate_every=0)
+            trial["tracking"]["enabled"] = False
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "params.yaml").write_text(yaml.safe_dump(trial, sort_keys=False))
+            started = time.perf_counter()
+            train_adapter.main(Path("models/base"), Path("data/mixed"), work / "adapter",
+                               work / "train.json", work / "curve.csv", work / "params.yaml")
+            metrics = read_json(work / "train.json")
+            done["trials"].append({"method": method, "learning_rate": lr,
+                                   "eval_loss": metrics["eval_loss"],
+                                   "train_loss": metrics["train_loss"],
+                                   "seconds": round(time.perf_counter() - started, 1)})
+            print(f"run_study: lr sweep {method} {lr:.0e}: eval loss {metrics['eval_loss']}",
+                  flush=True)
+            done["chosen"] = choose(done["trials"])
+            write_json(out, done)  # after every trial: a killed sweep resumes
+    done["chosen"] = choose(done["trials"])
+    done["how"] = (f"each method trained {p.max_steps} steps on the default mixture at each "
+                   "rate of its grid (stages/run_study.py FAMILY_GRIDS); chosen: the lowest "
+                   "validation loss (data/mixed/val.jsonl)")
+    write_json(out, done)
+
+
+def choose(trials: list[dict]) -> dict[str, float]:
+    best: dict[str, tuple[float, float]] = {}
+    for t in trials:
+        loss = t["eval_loss"] if math.isfinite(t["eval_loss"]) else math.inf
+        if t["method"] not in best or loss < best[t["method"]][0]:
+            best[t["method"]] = (loss, t["learning_rate"])
+    return {m: lr for m, (_, lr) in best.items()}
+
+
+def main(a: argparse.Namespace) -> None:
+    params = load_params(a.params)
+    p = study_params(params, a.preset)
+    if a.lr_sweep:
+        lr_sweep(p, a.params)
+        return
+    lrs = learning_rates(p)
+    todo, ranks, ratios = points(p, params, lrs)
+    seconds = None
+    if not a.collect_only:
+        started = time.perf_counter()
+        have = experiments()
+        pending = [pt for pt in todo if pt.name not in have]
+        print(f"run_study: {len(todo)} points, {len(todo) - len(pending)} already done",
+              flush=True)
+        if pending:
+            run_points(pending, p.jobs)
+        seconds = round(time.perf_counter() - started, 1)
+    runs = collect(todo, lrs)
+    report(p, runs, ranks, ratios, a.preset, seconds, a.out, a.figure)
+    print(f"run_study: {len(runs)} points -> {a.out.with_suffix('.md')}")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="default", help="default, or one of study.presets")
+    parser.add_argument("--lr-sweep", action="store_true",
+                        help="pick each method's learning rate (writes study.learning_rates)")
+    parser.add_argument("--collect-only", action="store_true",
+                        help="report from the finished experiments, no training")
+    parser.add_argument("--out", type=Path, default=Path("reports/study"),
+                        help="the report is <out>.md and <out>.json")
+    parser.add_argument("--figure", type=Path, default=Path("reports/study/frontier.png"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    a = parser.parse_args()
+    run_stage(lambda: main(a))
+
+
+if __name__ == "__main__":
+    cli()

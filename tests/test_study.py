@@ -1,0 +1,86 @@
+"""The study's statistics and its points, without training (forgetful/report/study.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from forgetful.report.study import (
+    Run,
+    claims,
+    frontier,
+    measure_bootstrap,
+    paired,
+    sets,
+    summarise,
+    verdict,
+)
+
+KINDS = {"a": "trained task", "u": "untrained task", "g1": "general", "g2": "general",
+         "near": "general (near chance)"}
+
+
+def run(config: str, seed: int, tuned: dict[str, float], sweep: str = "method") -> Run:
+    """Base: every item right (1.0) except trained items (0.0); tuned: one value per
+    benchmark for all its 20 items."""
+    base = {b: {f"{b}-{i}": (0.0 if k == "trained task" else 1.0) for i in range(20)}
+            for b, k in KINDS.items()}
+    after = {b: {i: tuned.get(b, v) for i, v in items.items()} for b, items in base.items()}
+    return Run(config, sweep, seed, base, after, KINDS, {"learning_rate": 1e-3,
+                                                         "name": f"{config}-s{seed}"})
+
+
+def test_measures_weight_their_sets_as_documented() -> None:
+    r = run("x", 0, {"a": 0.5, "u": 0.0, "g1": 0.9, "g2": 0.7, "near": 0.0})
+    learning = sets(r, "learning")
+    assert [(sum(d) / len(d), w) for d, w in learning] == [(0.5, 1.0)]
+    (general, w), = sets(r, "general")  # g1 and g2 pooled, the near-chance skill left out
+    assert len(general) == 40 and w == 1.0
+    assert sum(general) / 40 == pytest.approx(-0.2)
+    elsewhere = sets(r, "elsewhere")  # ½ general + ½ untrained
+    value = sum(w * sum(d) / len(d) for d, w in elsewhere)
+    assert value == pytest.approx(0.5 * -0.2 + 0.5 * -1.0)
+    result = measure_bootstrap([elsewhere], 200, 0)
+    assert result["value"] == pytest.approx(-0.6) and result["ci"][0] <= -0.6 <= result["ci"][1]
+
+
+def test_two_level_interval_holds_seed_variance() -> None:
+    """Items agree within each seed, seeds disagree: the interval must be wide, and the
+    verdict inconclusive, though each seed alone looks certain."""
+    seeds = [[([0.3] * 50, 1.0)], [([-0.3] * 50, 1.0)], [([0.0] * 50, 1.0)]]
+    result = measure_bootstrap(seeds, 500, 0)
+    assert result["value"] == 0.0 and result["per_seed"] == [0.3, -0.3, 0.0]
+    assert result["ci"][0] < -0.1 and result["ci"][1] > 0.1
+    assert verdict(result["ci"], "below") == "inconclusive"
+    assert verdict([-0.2, -0.1], "below") == "supported"
+    assert verdict([0.1, 0.2], "below") == "not supported"
+
+
+def test_paired_comparison_cancels_the_base() -> None:
+    runs = [run("lora", s, {"g1": 0.9, "g2": 0.9, "u": 0.8}) for s in range(3)] + \
+        [run("full", s, {"g1": 0.6, "g2": 0.6, "u": 0.4}) for s in range(3)]
+    cmp = paired(runs, "lora", "full", "elsewhere", 300, 0)
+    assert cmp["seeds"] == 3
+    assert cmp["value"] == pytest.approx(0.5 * 0.3 + 0.5 * 0.4)
+    assert verdict(cmp["ci"], "above") == "supported"
+
+
+def test_frontier_and_claims_from_synthetic_runs() -> None:
+    runs = []
+    for s in range(3):
+        runs += [run("method=lora", s, {"a": 0.6, "g1": 0.95, "g2": 0.95}),
+                 run("method=full", s, {"a": 0.7, "g1": 0.7, "g2": 0.7, "u": 0.5}),
+                 run("rank=2", s, {"a": 0.4}, "rank"),
+                 run("replay=0.0", s, {"a": 0.8, "g1": 0.5, "g2": 0.5, "u": 0.0}, "replay"),
+                 run("replay=0.2", s, {"a": 0.8, "g1": 0.9, "g2": 0.9, "u": 0.9}, "replay")]
+    points = summarise(runs, 200, 0)
+    assert points["method=lora"]["runs"][0] == {"seed": 0, "name": "method=lora-s0"}
+    # rank=2 learns less and forgets nothing; lora and full trade learning for forgetting
+    assert set(frontier(points, ["method=lora", "method=full", "rank=2"])) == {
+        "method=lora", "method=full", "rank=2"}
+    assert frontier(points, ["replay=0.0", "replay=0.2"]) == ["replay=0.2"]
+    found = {c["claim"][:3]: c for c in claims(runs, points, {2: "rank=2", 16: "method=lora"},
+                                               {0.0: "replay=0.0", 0.2: "replay=0.2"}, 200, 0)}
+    assert found["(a)"]["verdict"] == "supported"
+    assert found["(b)"]["verdict"] == "supported" and "smallest ratio" in found["(b)"]["evidence"]
+    assert found["(c)"]["verdict"] == "supported" and "gains differ" in found["(c)"]["evidence"]
+    assert found["(d)"]["verdict"] == "supported"  # rank 2 kept more than rank 16
