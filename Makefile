@@ -36,11 +36,11 @@ seeds: install
 	$(PY) -m stages.run_seeds
 
 # The learning-forgetting study (params.yaml study:): every point a dvc experiment, then
-# reports/study.md. Needs `make run` first; the learning rates come from reports/study/.
+# reports/study.md. `make study PRESET=quick`: 5 points, one seed.
 PRESET ?= default
 study: install
 	dvc repro
-	test -f reports/study/learning_rates.json || $(PY) -m stages.run_study --lr-sweep
+	$(PY) -m stages.run_study --lr-sweep --preset $(PRESET)   # only the trials not yet in reports/study/
 	$(PY) -m stages.run_study --preset $(PRESET)
 
 # GPU checks (QLoRA with bitsandbytes on CUDA, bf16 compute, merge); skipped without CUDA.

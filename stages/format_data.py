@@ -65,7 +65,8 @@ def main(task_name: str, base: Path, out: Path, metrics_path: Path,
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    loaded, invalid = load_conversations(task, p.invalid_records == "skip",
+    skip = (task.spec.invalid_records or p.invalid_records) == "skip"  # the task's, or all's
+    loaded, invalid = load_conversations(task, skip,
                                          answer=base_answerer(base, p.template, tokenizer))
     if len(invalid) > p.max_skipped_share * (len(loaded) + len(invalid)):
         raise DataError(f"task '{task_name}': {len(invalid)} of {len(loaded) + len(invalid)} "

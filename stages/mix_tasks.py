@@ -41,15 +41,18 @@ from forgetful.evaluate.benchmarks import BENCHMARKS, FileBenchmark, question_of
 
 def evaluation_sets(formatted: Path, tasks: dict[str, dict], names: list[str],
                     files: dict[str, FileBenchmark]) -> dict[str, list[str]]:
-    """Every text the pipeline evaluates on: task test questions and benchmark questions."""
-    sets = {f"task:{t}": [r["instruction"] for r in read_jsonl(formatted / t / "test.jsonl")]
+    """Every item the pipeline evaluates on, as its question with its gold answer: task
+    test records (instruction and completion) and benchmark items."""
+    sets = {f"task:{t}": [f"{r['instruction']} {r['completion']}"
+                          for r in read_jsonl(formatted / t / "test.jsonl")]
             for t, info in tasks.items() if info.get("evaluate", True)}
     for name in names:
         if name not in BENCHMARKS:
             raise ConfigError(f"evaluate.general_suite names unknown benchmark {name!r}; "
                               f"choose from {', '.join(BENCHMARKS)}")
     for name, items in suite(names, files).items():
-        sets[f"general:{name}"] = [question_of(item) for item in items]
+        sets[f"general:{name}"] = [f"{question_of(item)} {item['choices'][item['answer']]}"
+                                   for item in items]
     return sets
 
 
@@ -84,14 +87,14 @@ def main(formatted: Path, base: Path, out: Path, metrics: Path,
                                           lambda r: len(encode(r, tokenizer)["input_ids"]))
     checked = contamination(
         [f"{r['instruction']} {r['completion']}" for r in mixed_train],
-        sets, p.contamination.ngram, p.contamination.item_threshold)
+        sets, p.contamination.ngram, p.contamination.item_threshold, p.contamination.min_words)
     summary["contamination"] = checked
     worst = max(checked.items(), key=lambda kv: kv[1]["share"])
     if worst[1]["share"] > p.contamination.max_share:
         raise DataError(
             f"evaluation set {worst[0]}: {worst[1]['contaminated']} of {worst[1]['items']} items "
             f"overlap the training mixture (share {worst[1]['share']} > mix_tasks.contamination."
-            f"max_share={p.contamination.max_share}), e.g. {worst[1]['examples'][:1]}; remove "
+            f"max_share={p.contamination.max_share}), e.g. {worst[1]['examples'][0]}; remove "
             "them from the training data or raise the limit")
     with atomic_dir(out) as tmp:
         write_jsonl(tmp / "train.jsonl", mixed_train)

@@ -198,7 +198,7 @@ def run_points(todo: list[Point], jobs: int) -> None:
         print(f"run_study: queued {point.name} ({point.config}, seed {point.seed})", flush=True)
     # torch uses every core by default: two workers would fight over them (5-10x slower)
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "FORGETFUL_THREADS": str(threads)}  # every stage applies it
     dvc("queue", "start", "-j", str(jobs), env=env)
     started, names = time.perf_counter(), {p.name for p in todo}
     while True:
@@ -251,8 +251,9 @@ def collect(todo: list[Point], lrs: dict[str, float]) -> list[Run]:
 
 
 def stage_seconds(rev: str) -> float:
-    """The point's stage seconds (train, merge, both evaluations, drift) from its metrics;
-    a stage restored from the run cache counts what it took when it ran."""
+    """The point's own stage seconds (training, the tuned model's evaluation, drift) from
+    its metrics files; a stage restored from the run cache counts what it took when it
+    ran."""
     total = 0.0
     for path, key in (("reports/metrics/train.json", "train_seconds"),
                       ("reports/eval/tuned/scores.json", "seconds"),
@@ -285,6 +286,10 @@ def report(p: StudyParams, runs: list[Run], ranks: dict[int, str], ratios: dict[
         f"{items['untrained task']}, trained tasks {items['trained task']} (default mixture"
         "; the replay sweep trains one task). Learning rates: "
         f"{p.learning_rates} (a short sweep, lowest validation loss).",
+        *(["**One seed per configuration: the intervals hold item variance only, not seed "
+            "variance** (reports/seeds.md found the spread across seeds as large as the item "
+            "noise), so read these verdicts as a first look; the default preset runs 3 "
+            "seeds."] if p.seeds == 1 else []),
         "Wall time of the study run: " + (f"{seconds:.0f} s" if seconds is not None else
                                           "not measured (--collect-only)") + ".",
         "Made by `python -m stages.run_study" + ("" if preset == "default" else
@@ -304,9 +309,7 @@ def lr_sweep(p: StudyParams, params_file: Path) -> None:
     """Each method at each learning rate of its family's grid, trained p.max_steps steps on
     the default mixture (seed as in params.yaml, probe and MLflow off); the rate with the
     lowest validation loss is chosen. Needs `dvc repro` first (models/base, data/mixed)."""
-    import yaml
 
-    from stages import train_adapter
 
     params = load_params(params_file)
     out = Path(p.learning_rates)
@@ -315,32 +318,54 @@ def lr_sweep(p: StudyParams, params_file: Path) -> None:
         done = {"trials": [], "max_steps": p.max_steps}
     work = Path(".dvc/tmp/lr_sweep")
     for method in p.methods:
-        for lr in FAMILY_GRIDS[method]:
-            if any(t["method"] == method and t["learning_rate"] == lr for t in done["trials"]):
-                continue
-            trial = json.loads(json.dumps(params))
-            trial["train_adapter"].update(method=method, learning_rate=lr,
-                                          max_steps=p.max_steps, evaluate_every=0)
-            trial["tracking"]["enabled"] = False
-            work.mkdir(parents=True, exist_ok=True)
-            (work / "params.yaml").write_text(yaml.safe_dump(trial, sort_keys=False))
-            started = time.perf_counter()
-            train_adapter.main(Path("models/base"), Path("data/mixed"), work / "adapter",
-                               work / "train.json", work / "curve.csv", work / "params.yaml")
-            metrics = read_json(work / "train.json")
-            done["trials"].append({"method": method, "learning_rate": lr,
-                                   "eval_loss": metrics["eval_loss"],
-                                   "train_loss": metrics["train_loss"],
-                                   "seconds": round(time.perf_counter() - started, 1)})
-            print(f"run_study: lr sweep {method} {lr:.0e}: eval loss {metrics['eval_loss']}",
-                  flush=True)
-            done["chosen"] = choose(done["trials"])
-            write_json(out, done)  # after every trial: a killed sweep resumes
+        grid = list(FAMILY_GRIDS[method])
+        while True:
+            for lr in grid:
+                if not any(t["method"] == method and t["learning_rate"] == lr
+                           for t in done["trials"]):
+                    done["trials"].append(trial(params, method, lr, p.max_steps, work))
+                    done["chosen"] = choose(done["trials"])
+                    write_json(out, done)  # after every trial: a killed sweep resumes
+            # the best rate on an edge of the grid: one more step (x3) past that edge, up
+            # to two, so the choice is a minimum, not the end of a list
+            best = done["chosen"][method]
+            tried = sorted(t["learning_rate"] for t in done["trials"] if t["method"] == method)
+            past = len(tried) - len(FAMILY_GRIDS[method])
+            if best == tried[-1] and past < 2:
+                grid = [float(f"{best * 3:.0e}")]
+            elif best == tried[0] and past < 2:
+                grid = [float(f"{best / 3:.0e}")]
+            else:
+                break
     done["chosen"] = choose(done["trials"])
     done["how"] = (f"each method trained {p.max_steps} steps on the default mixture at each "
-                   "rate of its grid (stages/run_study.py FAMILY_GRIDS); chosen: the lowest "
-                   "validation loss (data/mixed/val.jsonl)")
+                   "rate of its grid (stages/run_study.py FAMILY_GRIDS), and up to two steps "
+                   "(x3) past an edge of the grid where the best rate was on it; chosen: the "
+                   "lowest validation loss (data/mixed/val.jsonl)")
     write_json(out, done)
+
+
+def trial(params: dict[str, Any], method: str, lr: float, steps: int, work: Path) -> dict:
+    """Train one method at one rate on the default mixture; its losses and seconds."""
+    import yaml
+
+    from stages import train_adapter
+
+    run = json.loads(json.dumps(params))
+    run["train_adapter"].update(method=method, learning_rate=lr, max_steps=steps,
+                                evaluate_every=0)
+    run["tracking"]["enabled"] = False
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "params.yaml").write_text(yaml.safe_dump(run, sort_keys=False))
+    started = time.perf_counter()
+    train_adapter.main(Path("models/base"), Path("data/mixed"), work / "adapter",
+                       work / "train.json", work / "curve.csv", work / "params.yaml")
+    metrics = read_json(work / "train.json")
+    print(f"run_study: lr sweep {method} {lr:.0e}: eval loss {metrics['eval_loss']}",
+          flush=True)
+    return {"method": method, "learning_rate": lr, "eval_loss": metrics["eval_loss"],
+            "train_loss": metrics["train_loss"],
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def choose(trials: list[dict]) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from forgetful.core.config import ConfigError, build, load_params
@@ -103,3 +105,36 @@ def test_unknown_benchmark() -> None:
     with pytest.raises(ConfigError, match=message):
         build(EvalParams, {"batch_size": 1, "max_new_tokens": 1, "max_test_examples": 0,
                            "general_suite": ["mmlu"]}, "evaluate")
+
+
+def test_format_length_above_train_length_fails_when_params_load(tmp_path: Path) -> None:
+    """Records formatted up to 256 tokens, trained up to 128: the mismatch used to show only
+    after formatting and mixing ("31 of 600 records are longer than ...")."""
+    path = tmp_path / "params.yaml"
+    path.write_text("format_data: {max_length: 256}\ntrain_adapter: {max_length: 128}\n")
+    with pytest.raises(ConfigError, match=r"format_data\.max_length=256 is above "
+                                          r"train_adapter\.max_length=128.*set both"):
+        load_params(path)
+    path.write_text("format_data: {max_length: 128}\ntrain_adapter: {max_length: 128}\n")
+    assert load_params(path)["train_adapter"]["max_length"] == 128
+
+
+def test_threads_per_stage_from_the_environment(monkeypatch) -> None:
+    """Two torch jobs on two cores slowed each other 5-10x; FORGETFUL_THREADS gives each
+    stage its share (every stage applies it through run_stage)."""
+    import torch
+
+    from forgetful.core import cli
+
+    before = torch.get_num_threads()
+    seen = []
+    monkeypatch.setenv("FORGETFUL_THREADS", "1")
+    try:
+        cli.run_stage(lambda: seen.append(torch.get_num_threads()))
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
+    monkeypatch.setenv("FORGETFUL_THREADS", "two")
+    with pytest.raises(SystemExit) as exit_:
+        cli.run_stage(lambda: None)
+    assert exit_.value.code == 2

@@ -83,7 +83,7 @@ def test_bad_messages_name_the_record(tmp_path: Path, messages: object, error: s
         {"messages": messages}])
     task = parse_task("t", {"source": "file", "format": "messages", "n_train": 0, "n_val": 0,
                             "n_test": 1, "path": str(path)})
-    with pytest.raises(DataError, match=r"c\.jsonl record 2: " + error):
+    with pytest.raises(DataError, match=r"c\.jsonl record 2 \(1-based\): " + error):
         load_conversations(task)
 
 
@@ -99,7 +99,8 @@ def test_classification_maps_labels_to_words(tmp_path: Path) -> None:
         "Classify this text. Answer with one of: Sports, Business.\nMatch report\nThe team won.",
         "Sports")
     write_rows(tmp_path / "n.csv", [*rows, {"label": "9", "title": "x", "body": "y"}])
-    with pytest.raises(DataError, match=r"n\.csv record 3: label '9' is not in the task's labels"):
+    with pytest.raises(DataError, match=r"n\.csv record 3 \(1-based\): label '9' is not in "
+                                        r"the task's labels"):
         load_conversations(parse_task("t", block))
 
 
@@ -177,8 +178,9 @@ def test_empty_file_is_an_error(tmp_path: Path) -> None:
 def test_null_cell_names_the_record(tmp_path: Path) -> None:
     path = write_rows(tmp_path / "d.jsonl", [{"q": "a", "a": "b", "ctx": ""},
                                              {"q": "c", "a": None, "ctx": ""}])
-    with pytest.raises(DataError, match=r"d\.jsonl record 2: column 'a' is empty; fill it, or "
-                                        r"set format_data\.invalid_records: skip"):
+    with pytest.raises(DataError, match=r"d\.jsonl record 2 \(1-based\): column 'a' is "
+                                        r"empty; fill it, or set invalid_records: skip on "
+                                        r"this task \(or format_data\.invalid_records"):
         load_conversations(file_task(path))
 
 
@@ -188,7 +190,7 @@ def test_invalid_records_can_be_skipped_and_counted(tmp_path: Path) -> None:
                                                 skip_invalid=True)
     assert len(conversations) == 9
     assert len(invalid) == 1
-    assert invalid[0].startswith(f"{tmp_path / 'd.jsonl'} record 4: column 'a' is empty")
+    assert invalid[0].startswith(f"{tmp_path / 'd.jsonl'} record 4 (1-based): column 'a' is empty")
 
 
 def test_hf_dataset_from_a_local_save_to_disk_folder(tmp_path: Path) -> None:
@@ -302,16 +304,22 @@ def test_deduplicate_counts_exact_and_near_duplicates() -> None:
 
 def test_contamination_flags_overlapping_items_only() -> None:
     train = ["What is the capital of France? Paris is the capital.",
-             "Tom has 3 apples and gets 5 more. How many apples does Tom have now? 8"]
-    report = contamination(train, {
-        "general": ["What is the capital of France?", "What is the capital of Peru?"],
-        "task": ["Tom has 3 apples and gets 5 more. How many apples does Tom have now?",
-                 "Anna has 9 shells and gives away 2. How many shells does Anna have left?"],
+             "Tom has 3 apples and gets 5 more. How many apples does Tom have now? 8",
+             "How do you start a fire? Strike a match and light the kindling."]
+    report = contamination(train, {  # items: the question with its gold answer
+        "general": ["What is the capital of France? Paris", "What is the capital of Peru? Lima"],
+        "task": ["Tom has 3 apples and gets 5 more. How many apples does Tom have now? 8",
+                 "Anna has 9 shells and gives away 2. How many shells does Anna have left? 7"],
+        # PIQA-like short items: one common word, or a question seen with another answer
+        "short": ["fire", "How do you start a fire? Rub two wet stones."],
     }, n=13, item_threshold=0.8)
     assert report["general"]["contaminated"] == 1 and report["general"]["share"] == 0.5
+    assert report["general"]["examples"] == [
+        "What is the capital of France? Paris (matched: 'what is the capital of france paris')"]
     assert report["task"]["contaminated"] == 1
-    assert report["task"]["examples"] == ["Tom has 3 apples and gets 5 more. How many apples "
-                                          "does Tom have now?"]
+    assert report["task"]["examples"][0].startswith("Tom has 3 apples and gets 5 more.")
+    assert "(matched: '" in report["task"]["examples"][0]
+    assert report["short"]["contaminated"] == 0
 
 
 def test_format_data_stage_records_and_metrics(tmp_path: Path, tiny_model: Path,
@@ -375,7 +383,8 @@ def test_format_data_fails_when_too_many_records_are_invalid(
     assert json.loads((tmp_path / "m.json").read_text())["invalid_records"] == 10
     tiny_params["format_data"]["max_skipped_share"] = 0.2
     with pytest.raises(DataError, match=r"task 't': 10 of 40 records are invalid .*the first: "
-                                        r".*d\.jsonl record 1: column 'completion' is empty"):
+                                        r".*d\.jsonl record 1 \(1-based\): column "
+                                        r"'completion' is empty"):
         format_main("t", tiny_model, tmp_path / "bad", tmp_path / "m2.json",
                     write_params(tmp_path / "p.yaml", tiny_params))
     assert not (tmp_path / "bad").exists()
@@ -442,3 +451,24 @@ def test_self_distill_source_is_the_base_models_own_answers() -> None:
     with pytest.raises(DataError, match=r"format_data\.tasks\.replay: source self_distill "
                                         r"needs the base model"):
         load_conversations(task)
+
+
+def test_invalid_records_is_settable_per_task(tmp_path: Path, tiny_model: Path,
+                                              tiny_params: dict) -> None:
+    """Two empty outputs in one real dataset: skipping them is that task's setting, so
+    the other tasks' format_data stages (and their params) stay as they were."""
+    rows = [{"prompt": f"question {i}", "completion": "" if i in (5, 17) else "ok"}
+            for i in range(40)]
+    path = write_rows(tmp_path / "d.jsonl", rows)
+    block = {"source": "file", "path": str(path), "n_train": 0, "n_val": 2, "n_test": 4}
+    tiny_params["format_data"].update(invalid_records="fail", tasks={"t": block})
+    with pytest.raises(DataError, match=r"record 6 \(1-based\): column 'completion' is empty"):
+        format_main("t", tiny_model, tmp_path / "bad", tmp_path / "m.json",
+                    write_params(tmp_path / "p.yaml", tiny_params))
+    tiny_params["format_data"]["tasks"]["t"]["invalid_records"] = "skip"
+    format_main("t", tiny_model, tmp_path / "ok", tmp_path / "m.json",
+                write_params(tmp_path / "p.yaml", tiny_params))
+    assert json.loads((tmp_path / "m.json").read_text())["invalid_records"] == 2
+    with pytest.raises(ConfigError, match=r"format_data\.tasks\.t\.invalid_records must be "
+                                          r"fail or skip"):
+        parse_task("t", {**block, "invalid_records": "drop"})

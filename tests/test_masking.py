@@ -37,6 +37,7 @@ def format_one(tmp_path: Path, tiny_model: Path, tiny_params: dict, fmt: str,
     tiny_params["format_data"]["template"] = template
     tiny_params["format_data"]["dedup"] = {"near_threshold": 1.0}
     tiny_params["format_data"]["max_length"] = 512
+    tiny_params["train_adapter"]["max_length"] = 512
     tiny_params["format_data"]["tasks"] = {"t": {
         "source": "file", "format": fmt, "path": str(path), "n_train": 0, "n_val": 0,
         "n_test": 0, "evaluate": False, **options, **extra}}

@@ -85,9 +85,10 @@ def test_params_errors_name_the_key() -> None:
 def formatted(tmp_path: Path, tiny_model: Path, tiny_params: dict) -> tuple[Path, dict]:
     """sentiment and reading formatted with the tiny tokenizer, plus a leaky replay task."""
     leaky = tmp_path / "leaky.jsonl"
-    leaky.write_text("".join(json.dumps({"prompt": q, "completion": "sure"}) + "\n" for q in [
-        "What is the capital of France?", "What is the capital of Spain?",
-        "Tell me a joke about cats.", "Name a colour.", "Count to three."]))
+    leaky.write_text("".join(json.dumps({"prompt": q, "completion": a}) + "\n" for q, a in [
+        ("What is the capital of France?", "Paris"), ("What is the capital of Spain?", "Madrid"),
+        ("Tell me a joke about cats.", "sure"), ("Name a colour.", "Red"),
+        ("Count to three.", "1 2 3")]))
     tiny_params["format_data"]["tasks"]["leaky"] = {
         "source": "file", "path": str(leaky), "n_train": 0, "n_val": 0, "n_test": 0,
         "evaluate": False}
@@ -115,7 +116,8 @@ def test_contaminated_replay_fails_the_stage_and_writes_nothing(formatted,
     tiny_params["mix_tasks"]["replay"] = {"task": "leaky", "ratio": 0.2}
     pfile = write_params(root / "params.yaml", tiny_params)
     with pytest.raises(DataError, match=r"evaluation set general:capitals: 2 of 89 items overlap "
-                                        r"the training mixture .*max_share=0\.01"):
+                                        r"the training mixture .*max_share=0\.01\), e\.g\. "
+                                        r"What is the capital of .* \(matched: 'what is the "):
         main(root / "formatted", tiny_model, root / "mixed", root / "mix.json", pfile)
     assert not (root / "mixed").exists() and not (root / "mix.json").exists()
 

@@ -91,6 +91,13 @@ def test_near_chance_skills_are_shown_but_not_counted_and_the_suite_pools_items(
     assert suite["n"] == 400 and suite["base"] == pytest.approx((90 + 240) / 400)
     items = {"known": {"k1": 1.0}, "known2": {"k2": 0.0}, "guess": {"g1": 1.0}}
     assert pooled_items(items, result["rows"]) == {"k1": 1.0, "k2": 0.0}
+    # The report says what its headline means are over, and shows acc_norm beside acc
+    from forgetful.report.forgetting import markdown
+
+    text = markdown(result, [], {}, [])
+    assert "the change elsewhere the mean over 2 rows, each counting once whatever its " \
+           "size (known, known2)" in text
+    assert "| known | general | acc | 100 | 90.0 | 70.0 | -20.0 | 78% | 90.0 → 70.0 |" in text
 
 
 def test_seed_bootstrap_counts_seed_variance() -> None:

@@ -364,7 +364,8 @@ def test_one_mlflow_run_holds_params_curve_and_scores(work: dict) -> None:
 
 def test_too_many_overlong_records_fail_training_with_the_fix(work: dict, tmp_path: Path) -> None:
     params = json.loads(json.dumps(TINY_PARAMS))
-    params["train_adapter"]["max_length"] = 12
+    params["train_adapter"]["max_length"] = 12  # data/mixed was formatted at 96 tokens
+    params["format_data"]["max_length"] = 12
     pfile = write_params(tmp_path / "p.yaml", params)
     with pytest.raises(DataError, match=r"records are longer than train_adapter\.max_length=12 "
                                         r"tokens.*raise max_length"):

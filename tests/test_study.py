@@ -84,3 +84,31 @@ def test_frontier_and_claims_from_synthetic_runs() -> None:
     assert found["(b)"]["verdict"] == "supported" and "smallest ratio" in found["(b)"]["evidence"]
     assert found["(c)"]["verdict"] == "supported" and "gains differ" in found["(c)"]["evidence"]
     assert found["(d)"]["verdict"] == "supported"  # rank 2 kept more than rank 16
+
+
+def test_lr_sweep_steps_past_an_edge_and_resumes(tmp_path, monkeypatch) -> None:
+    """The best rate on the grid's edge is not a minimum: the sweep tries up to two more
+    (x3) past it; trials already in the file are not trained again."""
+    import json
+    import math
+
+    from stages import run_study
+
+    tried = []
+
+    def fake(params, method, lr, steps, work):
+        tried.append(lr)
+        return {"method": method, "learning_rate": lr, "train_loss": 1.0, "seconds": 0.0,
+                "eval_loss": abs(math.log10(lr) - math.log10(1e-2))}
+
+    monkeypatch.setattr(run_study, "trial", fake)
+    monkeypatch.setattr(run_study, "load_params", lambda _: {})
+    out = tmp_path / "rates.json"
+    p = run_study.StudyParams(methods=("lora",), learning_rates=str(out))
+    run_study.lr_sweep(p, tmp_path / "params.yaml")
+    assert tried == [3e-4, 1e-3, 3e-3, 9e-3, 3e-2]
+    saved = json.loads(out.read_text())
+    assert saved["chosen"] == {"lora": 9e-3} and saved["max_steps"] == 60
+    tried.clear()
+    run_study.lr_sweep(p, tmp_path / "params.yaml")  # resumed: nothing left to train
+    assert tried == []

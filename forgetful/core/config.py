@@ -55,7 +55,21 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must be a mapping of stage names to sections")
     check_paths(data, path.resolve().parent)
+    check_lengths(data, path)
     return data
+
+
+def check_lengths(params: dict[str, Any], path: Path) -> None:
+    """format_data.max_length above train_adapter.max_length formats records that training
+    then drops, found only after formatting and mixing: refuse it when params load."""
+    fmt = (params.get("format_data") or {}).get("max_length")
+    train = (params.get("train_adapter") or {}).get("max_length")
+    if isinstance(fmt, int) and isinstance(train, int) and not isinstance(fmt, bool) \
+            and fmt > train:
+        raise ConfigError(
+            f"{path}: format_data.max_length={fmt} is above train_adapter.max_length={train}: "
+            "records between the two would be formatted, then dropped by training; set both "
+            "to the same length")
 
 
 def user_paths(params: dict[str, Any]) -> list[tuple[str, str]]:

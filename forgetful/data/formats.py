@@ -55,8 +55,9 @@ def cell(row: dict, column: str, where: str, required: bool = True) -> str:
     if empty:
         if required:
             raise DataError(f"{where}: column '{column}' is empty; fill it, or set "
-                            "format_data.invalid_records: skip to leave such records out "
-                            "(they are counted)")
+                            "invalid_records: skip on this task (or format_data."
+                            "invalid_records: skip for every task) to leave such records "
+                            "out; they are counted, up to format_data.max_skipped_share")
         return ""
     if isinstance(value, (dict, list)):
         raise DataError(f"{where}: column '{column}' holds a {type(value).__name__}, expected text")

@@ -71,15 +71,20 @@ def _jaccard(a: set, b: set) -> float:
 
 
 def contamination(train_texts: Iterable[str], eval_sets: dict[str, list[str]], n: int,
-                  item_threshold: float) -> dict[str, Any]:
-    """Per evaluation set: how many items overlap the training texts, and examples."""
+                  item_threshold: float, min_words: int = 4) -> dict[str, Any]:
+    """Per evaluation set: how many items overlap the training texts, and examples with
+    the text that matched. An item is its question with its gold answer. One of n words or
+    more is flagged when `item_threshold` of its n-grams occur in training; a shorter one
+    when the whole of it (question and answer together) occurs in one training text and
+    it has at least `min_words` words: a short question alone, or one common word ("fire"),
+    is not evidence that the item was seen."""
     train_grams: set[tuple[str, ...]] = set()
     joined = []
     for text in train_texts:
         tokens = words(text)
         train_grams |= ngrams(tokens, n)
         joined.append(" ".join(tokens))
-    haystack = " | ".join(joined)
+    haystack = f" {' | '.join(joined)} "  # "|" is no word: no match spans two texts
     report = {}
     for name, items in eval_sets.items():
         flagged = []
@@ -88,13 +93,16 @@ def contamination(train_texts: Iterable[str], eval_sets: dict[str, list[str]], n
             if not tokens:
                 continue
             if len(tokens) < n:
-                hit = f" {' '.join(tokens)} " in f" {haystack} "
+                phrase = " ".join(tokens)
+                hit = len(tokens) >= min_words and f" {phrase} " in haystack
+                matched = phrase
             else:
-                grams = ngrams(tokens, n)
-                hit = len(grams & train_grams) / len(grams) >= item_threshold
+                shared = ngrams(tokens, n) & train_grams
+                hit = len(shared) / len(ngrams(tokens, n)) >= item_threshold
+                matched = " ".join(min(shared)) if shared else ""
             if hit:
-                flagged.append(text)
+                flagged.append(f"{text[:160]} (matched: '{matched[:100]}')")
         report[name] = {"items": len(items), "contaminated": len(flagged),
                         "share": round(len(flagged) / max(len(items), 1), 4),
-                        "examples": [t[:200] for t in flagged[:3]]}
+                        "examples": flagged[:3]}
     return report

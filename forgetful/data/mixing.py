@@ -93,11 +93,13 @@ class ContaminationParams:
     ngram: int = 13  # word n-gram length (13 as in GPT-3 and lm-evaluation-harness)
     item_threshold: float = 0.8  # share of an item's n-grams seen in training to flag it
     max_share: float = 0.01  # fail when more of any evaluation set than this is flagged
+    min_words: int = 4  # an item shorter than ngram is checked whole only from this length
 
     def __post_init__(self) -> None:
         require(self.ngram > 0, "ngram", "must be a positive integer")
         require(0 < self.item_threshold <= 1, "item_threshold", "must be in (0, 1]")
         require(0 <= self.max_share <= 1, "max_share", "must be in [0, 1]")
+        require(self.min_words > 0, "min_words", "must be a positive integer")
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,12 @@ class TaskSpec:
     metric: str = ""  # how evaluate scores answers (or label_likelihood); empty = default
     evaluate: bool = True  # false = format and train on it, but do not score it (replay data)
     train_turns: str = "all"  # multi-turn chats: label all assistant turns, or the last only
+    invalid_records: str = ""  # this task's malformed records: fail, skip ("" = format_data's)
 
     def __post_init__(self) -> None:
+        require(self.invalid_records in ("", "fail", "skip"), "invalid_records",
+                f"must be fail or skip (or absent: format_data.invalid_records), got "
+                f"{self.invalid_records!r}")
         for name in ("n_train", "n_val", "n_test"):
             require(getattr(self, name) >= 0, name, "must be >= 0")
         require(self.n_test > 0 or not self.evaluate, "n_test",
@@ -183,7 +187,7 @@ def rows_to_conversations(rows: list[dict], spec: RowSource, columns: Any, origi
     conversations, invalid = [], []
     for i, row in enumerate(rows, start=1):
         try:
-            conversations.append(convert(row, columns, f"{origin} record {i}", spec))
+            conversations.append(convert(row, columns, f"{origin} record {i} (1-based)", spec))
         except DataError as err:
             if not skip_invalid:
                 raise

@@ -184,24 +184,34 @@ def pct(x: float | None) -> str:
 
 def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
              train: dict[str, Any], figures: list[str]) -> str:
+    learned = [r["benchmark"] for r in result["rows"] if r["kind"] == "trained task"]
+    kept = [r["benchmark"] for r in result["rows"] if r["kind"] in ("untrained task", "general")]
     lines = ["# Forgetting report", "",
              f"Mean gain on trained tasks: **{pct(result['mean_gain'])} points**. "
              f"Mean change elsewhere: **{pct(result['mean_retained_difference'])} points** "
              f"(mean retention {pct(result['mean_retention'])}%).", "",
+             f"The gain is the mean over the trained tasks ({', '.join(learned) or 'none'}); "
+             f"the change elsewhere the mean over {len(kept)} rows, each counting once "
+             f"whatever its size ({', '.join(kept) or 'none'}); the general suite's pooled, "
+             "item-weighted change follows.", "",
              *suite_line(result["rows"]),
              "| benchmark | kind | measure | items | base | tuned | difference (95% CI) | "
-             "retention |", "|---|---|---|---:|---:|---:|---:|---:|"]
+             "retention | acc_norm base → tuned |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         retention = ("n/a" if r["retention"] is None else f"{100 * r['retention']:.0f}%") \
             if r["kind"] != "trained task" else "—"
         ci = r.get("difference_ci")
         interval = f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else ""
+        norm = (f"{pct(r['acc_norm_base'])} → {pct(r['acc_norm_tuned'])}"
+                if r.get("acc_norm_base") is not None else "—")
         lines.append(f"| {r['benchmark']} | {r['kind']} | {r['measure']} | {r.get('n', '')} | "
                      f"{pct(r['base'])} | "
                      f"{pct(r['tuned'])} | {100 * r['difference']:+.1f}{interval} | "
-                     f"{retention} |")
+                     f"{retention} | {norm} |")
     lines += ["", "Scores in percent; difference in points, with its paired bootstrap 95% "
-              "interval over items. Retention = tuned / base, shown for what the model should "
+              "interval over items. acc_norm: lm-evaluation-harness's length-normalised "
+              "accuracy (its usual figure for ARC-Challenge and OpenBookQA), base → tuned. "
+              "Retention = tuned / base, shown for what the model should "
               "keep (n/a when the base scores 0). A general benchmark on which the base scores "
               "less than report.min_above_chance above chance is shown as near chance and not "
               "counted in the mean change elsewhere. A built-in task's row scores its held-out "

@@ -239,7 +239,8 @@ def markdown(points: dict[str, dict[str, Any]], found: list[dict[str, Any]],
               f"bootstrap: seeds, then items; {resamples} resamples). Learning: the trained "
               "tasks' held-out test splits. Elsewhere: ½ general suite + ½ untrained tasks. "
               "Frontier: no other point of its panel has both more learning and less "
-              "forgetting.", "",
+              "forgetting. Train s: the training loop; stage s: training, the tuned "
+              "model's evaluation and drift (means over seeds).", "",
               "| sweep | configuration | seeds | trainable params | learning rate | train s | "
               "stage s | learning | general suite | untrained tasks | elsewhere | frontier |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
