@@ -199,8 +199,10 @@ def run_points(todo: list[Point], jobs: int) -> None:
     # torch uses every core by default: two workers would fight over them (5-10x slower)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "FORGETFUL_THREADS": str(threads)}  # every stage applies it
-    dvc("queue", "start", "-j", str(jobs), env=env)
-    started, names = time.perf_counter(), {p.name for p in todo}
+    # the workers outlive `dvc queue start` and would hold a captured pipe open: no capture
+    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started, names, shown = time.perf_counter(), {p.name for p in todo}, -1
     while True:
         time.sleep(10)
         status = dvc("queue", "status", check=False)
@@ -209,11 +211,15 @@ def run_points(todo: list[Point], jobs: int) -> None:
         active = [n for n, s in states.items() if s in ("Queued", "Running")]
         failed = [n for n, s in states.items() if s == "Failed"]
         if failed:
-            raise RuntimeError(f"point {failed[0]} failed: see `dvc queue logs {failed[0]}`")
+            raise RuntimeError(f"point {failed[0]} failed: see `dvc queue logs {failed[0]}`; "
+                               "once fixed, `dvc queue remove --failed` and run again (the "
+                               "points that finished are kept)")
         if not active:
             break
-        print(f"run_study: {len(names) - len(active)}/{len(names)} points done "
-              f"({time.perf_counter() - started:.0f}s)", flush=True)
+        if len(names) - len(active) != shown:
+            shown = len(names) - len(active)
+            print(f"run_study: {shown}/{len(names)} points done "
+                  f"({time.perf_counter() - started:.0f}s)", flush=True)
 
 
 def read_at(rev: str, path: str) -> str:
@@ -265,8 +271,24 @@ def stage_seconds(rev: str) -> float:
     return round(total, 1)
 
 
+def wall_line(log: list[dict], preset: str) -> str:
+    """The wall time of the last invocation that ran points of this preset, and of the
+    latest one if it only redrew."""
+    ran = [e for e in log if e["preset"] == preset and e["ran"]]
+    text = (f"Wall time: {ran[-1]['seconds']:.0f} s for the invocation that ran "
+            f"{ran[-1]['ran']} of its {ran[-1]['points']} points ({ran[-1]['date']}, "
+            "install and `dvc repro` done before)" if ran else
+            "Wall time: no invocation in reports/study/invocations.json ran points of this "
+            "preset")
+    last = log[-1]
+    if not last["ran"]:
+        text += (f"; the latest invocation ({last['date']}) found every point done and only "
+                 f"redrew, in {last['seconds']:.0f} s")
+    return text + "."
+
+
 def report(p: StudyParams, runs: list[Run], ranks: dict[int, str], ratios: dict[float, str],
-           preset: str, seconds: float | None, out: Path, figure: Path) -> None:
+           preset: str, log: list[dict], out: Path, figure: Path) -> None:
     summary = summarise(runs, p.bootstrap, p.seed)
     found = claims(runs, summary, ranks, ratios, p.bootstrap, p.seed)
     panels = {"method and rank (default mixture)": [c for c in summary
@@ -280,7 +302,8 @@ def report(p: StudyParams, runs: list[Run], ranks: dict[int, str], ratios: dict[
     items = {kind: sum(len(first.base[n]) for n, k in first.kinds.items() if k == kind)
              for kind in ("trained task", "untrained task", "general")}
     setup = [
-        f"Preset `{preset}`: {len(summary)} configurations × {p.seeds} seeds = {len(runs)} "
+        f"Preset `{preset}`: {len(summary)} configurations × {p.seeds} "
+        f"seed{'s' if p.seeds > 1 else ''} = {len(runs)} "
         f"points, each {p.max_steps} optimizer steps (the same for all), the training probe "
         f"off. Items per run: general suite {items['general']}, untrained tasks "
         f"{items['untrained task']}, trained tasks {items['trained task']} (default mixture"
@@ -290,8 +313,7 @@ def report(p: StudyParams, runs: list[Run], ranks: dict[int, str], ratios: dict[
             "variance** (reports/seeds.md found the spread across seeds as large as the item "
             "noise), so read these verdicts as a first look; the default preset runs 3 "
             "seeds."] if p.seeds == 1 else []),
-        "Wall time of the study run: " + (f"{seconds:.0f} s" if seconds is not None else
-                                          "not measured (--collect-only)") + ".",
+        wall_line(log, preset),
         "Made by `python -m stages.run_study" + ("" if preset == "default" else
                                                  f" --preset {preset}") + "`; "
         "`python -m stages.run_study --collect-only` redraws it from the DVC experiments "
@@ -299,7 +321,7 @@ def report(p: StudyParams, runs: list[Run], ranks: dict[int, str], ratios: dict[
     ]
     write_text(out.with_suffix(".md"), markdown(summary, found, fronts, setup, p.bootstrap))
     write_json(out.with_suffix(".json"), {
-        "preset": preset, "seconds": seconds, "points": summary, "claims": found,
+        "preset": preset, "invocations": log, "points": summary, "claims": found,
         "frontiers": fronts, "versions": package_versions()})
     for c in found:
         print(f"run_study: {c['claim']}: {c['verdict']}")
@@ -385,18 +407,25 @@ def main(a: argparse.Namespace) -> None:
         return
     lrs = learning_rates(p)
     todo, ranks, ratios = points(p, params, lrs)
-    seconds = None
+    started = time.perf_counter()
+    pending: list[Point] = []
     if not a.collect_only:
-        started = time.perf_counter()
         have = experiments()
         pending = [pt for pt in todo if pt.name not in have]
         print(f"run_study: {len(todo)} points, {len(todo) - len(pending)} already done",
               flush=True)
         if pending:
             run_points(pending, p.jobs)
-        seconds = round(time.perf_counter() - started, 1)
     runs = collect(todo, lrs)
-    report(p, runs, ranks, ratios, a.preset, seconds, a.out, a.figure)
+    # Each invocation's wall time, kept: a later one that only redraws does not hide the
+    # time the points took when they ran.
+    log_path = a.out / "invocations.json"
+    log = read_json(log_path) if log_path.exists() else []
+    log.append({"preset": a.preset, "points": len(todo), "ran": len(pending),
+                "collect_only": a.collect_only, "date": time.strftime("%Y-%m-%d %H:%M"),
+                "seconds": round(time.perf_counter() - started, 1)})
+    write_json(log_path, log)
+    report(p, runs, ranks, ratios, a.preset, log, a.out, a.figure)
     print(f"run_study: {len(runs)} points -> {a.out.with_suffix('.md')}")
 
 
