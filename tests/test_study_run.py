@@ -44,7 +44,8 @@ def test_study_two_workers_one_store_then_cached(tmp_path: Path, tiny_model: Pat
     dvc(repo, "repro")
     study(repo, "--lr-sweep")
     rates = json.loads((repo / "reports/study/learning_rates.json").read_text())
-    assert set(rates["chosen"]) == {"lora", "full"} and len(rates["trials"]) == 6
+    assert set(rates["chosen"]) == {"lora", "full"}
+    assert 6 <= len(rates["trials"]) <= 10  # three each, and up to two past an edge
     first = study(repo)
     # 5 configurations (lora, full, rank 2, replay 0, replay 0.25) x 2 seeds
     assert "10 points, 0 already done" in first
