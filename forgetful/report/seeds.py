@@ -16,31 +16,27 @@ from __future__ import annotations
 from typing import Any
 
 from forgetful.report.forgetting import SUITE, item_scores, pct
+from forgetful.report.study import measure_bootstrap
 
 
 def hierarchical_bootstrap(runs: list[tuple[dict[str, float], dict[str, float]]],
                            resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """`runs`: per seed, (base, tuned) item id -> score. The mean over seeds of the mean
-    difference, each seed's mean, their standard deviation, and the 95% interval."""
+    difference, each seed's mean, their standard deviation, and the 95% interval (the
+    study's two-level bootstrap with one set of items per seed)."""
     import numpy as np
 
     diffs = []
     for base, tuned in runs:
         ids = sorted(set(base) & set(tuned))
-        diffs.append(np.array([tuned[i] - base[i] for i in ids], dtype=float))
+        diffs.append([tuned[i] - base[i] for i in ids])
     if not diffs or any(len(d) == 0 for d in diffs):
         raise ValueError("every run needs items scored both before and after")
-    rng = np.random.default_rng(seed)
-    means = np.array([d.mean() for d in diffs])
-    stats = np.empty(resamples)
-    for r in range(resamples):
-        picks = rng.integers(0, len(diffs), len(diffs))
-        stats[r] = np.mean([diffs[s][rng.integers(0, len(diffs[s]), len(diffs[s]))].mean()
-                            for s in picks])
-    ci = [round(float(v), 4) for v in np.percentile(stats, [2.5, 97.5])]
+    result = measure_bootstrap([[(d, 1.0)] for d in diffs], resamples, seed)
+    means = np.array([np.mean(d) for d in diffs])
+    ci = result["ci"]
     return {"seeds": len(diffs), "n": int(np.mean([len(d) for d in diffs])),
-            "difference": round(float(means.mean()), 4),
-            "per_seed": [round(float(m), 4) for m in means],
+            "difference": result["value"], "per_seed": result["per_seed"],
             "seed_sd": round(float(means.std(ddof=1)), 4) if len(means) > 1 else 0.0,
             "difference_ci": ci,
             "verdict": "inconclusive" if ci[0] <= 0 <= ci[1] else

@@ -144,14 +144,15 @@ def frontier(points: dict[str, dict[str, Any]], configs: list[str]) -> list[str]
             if not any(x2 >= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in xy.values())]
 
 
-def pct(x: float | None) -> str:
+def signed(x: float | None) -> str:
+    """A change in points, with its sign."""
     return "–" if x is None else f"{100 * x:+.1f}"
 
 
 def interval(m: dict[str, Any]) -> str:
     if m.get("value") is None:
         return "–"
-    return f"{pct(m['value'])} [{pct(m['ci'][0])}, {pct(m['ci'][1])}]"
+    return f"{signed(m['value'])} [{signed(m['ci'][0])}, {signed(m['ci'][1])}]"
 
 
 def claims(runs: list[Run], points: dict[str, dict[str, Any]], ranks: dict[int, str],
@@ -212,7 +213,7 @@ def claims(runs: list[Run], points: dict[str, dict[str, Any]], ranks: dict[int, 
     if len(present) >= 2:
         (r_lo, lo), (r_hi, hi) = present[0], present[-1]
         cmp = paired(runs, lo, hi, "elsewhere", resamples, seed)
-        trend = ", ".join(f"r={r}: {pct(points[c]['elsewhere']['value'])}" for r, c in present)
+        trend = ", ".join(f"r={r}: {signed(points[c]['elsewhere']['value'])}" for r, c in present)
         out.append({
             "claim": "(d) forgetting grows with LoRA rank",
             "verdict": verdict(cmp["ci"], "above"),
