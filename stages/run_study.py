@@ -149,7 +149,7 @@ def points(p: StudyParams, params: dict[str, Any], lrs: dict[str, float]
                                               f"train_adapter.lora.alpha={2 * r}"]))
     (narrow_task,) = p.narrow
     weights = [f"mix_tasks.weights.{t}={1.0 if t == narrow_task else 0.0}"
-               for t in params["mix_tasks"]["weights"]]
+               for t in dict.fromkeys([*params["mix_tasks"]["weights"], narrow_task])]
     ratios = {}
     for ratio in p.replay_ratios:
         sets = ["train_adapter.method=lora", lr("lora"), *weights]

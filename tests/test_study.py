@@ -112,3 +112,24 @@ def test_lr_sweep_steps_past_an_edge_and_resumes(tmp_path, monkeypatch) -> None:
     tried.clear()
     run_study.lr_sweep(p, tmp_path / "params.yaml")  # resumed: nothing left to train
     assert tried == []
+
+
+def test_points_cover_every_sweep_with_their_overrides() -> None:
+    from stages import run_study
+
+    params = {"train_adapter": {"seed": 42, "lora": {"r": 16}},
+              "mix_tasks": {"seed": 7, "weights": {"a": 1.0, "b": 1.0}}}
+    p = run_study.StudyParams(seeds=2, methods=("lora", "full"), ranks=(2, 16),
+                              narrow={"c": 1.0}, replay_ratios=(0.0, 0.2))
+    todo, ranks, ratios = run_study.points(p, params, {"lora": 3e-3, "full": 1e-4})
+    configs = sorted({pt.config for pt in todo})
+    assert configs == ["method=full", "method=lora", "rank=2", "replay=0.0", "replay=0.2"]
+    assert len(todo) == 10 and len({pt.name for pt in todo}) == 10  # names are unique
+    assert ranks == {16: "method=lora", 2: "rank=2"}  # the default rank is the lora point
+    replay = next(pt for pt in todo if pt.config == "replay=0.2" and pt.seed == 1)
+    assert {"mix_tasks.weights.a=0.0", "mix_tasks.weights.b=0.0", "mix_tasks.weights.c=1.0",
+            "mix_tasks.replay.ratio=0.2", "train_adapter.seed=43", "mix_tasks.seed=8",
+            "train_adapter.learning_rate=3.0e-03"} <= set(replay.sets)
+    assert any(s.startswith("format_data.tasks.replay={source:self_distill") for s in replay.sets)
+    again, _, _ = run_study.points(p, params, {"lora": 3e-3, "full": 1e-4})
+    assert [pt.name for pt in again] == [pt.name for pt in todo]  # stable: re-runs skip them
