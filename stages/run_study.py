@@ -116,13 +116,14 @@ def learning_rates(p: StudyParams) -> dict[str, float]:
     if not path.exists():
         raise ConfigError(f"{path} not found: run `python -m stages.run_study --lr-sweep` "
                           "first (it picks each method's learning rate)")
-    chosen = read_json(path)["chosen"]
+    swept = read_json(path)
+    chosen = swept["chosen"]
     missing = [m for m in p.methods if m not in chosen]
     if missing:
         raise ConfigError(f"{path} has no learning rate for {', '.join(missing)}: re-run "
                           "`python -m stages.run_study --lr-sweep`")
-    if read_json(path)["max_steps"] != p.max_steps:
-        raise ConfigError(f"{path} was swept at {read_json(path)['max_steps']} steps, the "
+    if swept["max_steps"] != p.max_steps:
+        raise ConfigError(f"{path} was swept at {swept['max_steps']} steps, the "
                           f"study trains {p.max_steps} (study.max_steps): re-run --lr-sweep")
     return chosen
 
@@ -178,9 +179,11 @@ def dvc(*args: str, env: dict[str, str] | None = None, check: bool = True) -> st
 
 
 def experiments() -> dict[str, str]:
-    """Finished experiments of the current commit: name -> commit."""
+    """Finished experiments of every commit (a point run before the last commit is still
+    done): name -> commit."""
     found = {}
-    for baseline in json.loads(dvc("exp", "show", "--json", "--no-fetch") or "[]"):
+    for baseline in json.loads(dvc("exp", "show", "--json", "--no-fetch", "--all-commits")
+                               or "[]"):
         for exp in baseline.get("experiments") or []:
             for rev in exp.get("revs") or []:
                 if rev.get("name") and not rev.get("error"):
@@ -228,7 +231,7 @@ def read_at(rev: str, path: str) -> str:
     return dvc.api.read(path, rev=rev)
 
 
-def collect(todo: list[Point], lrs: dict[str, float]) -> list[Run]:
+def collect(todo: list[Point]) -> list[Run]:
     """Every point's per-item scores and metrics, read from its DVC experiment."""
     revs = experiments()
     missing = [p.name for p in todo if p.name not in revs]
@@ -327,13 +330,12 @@ def report(p: StudyParams, runs: list[Run], ranks: dict[int, str], ratios: dict[
         print(f"run_study: {c['claim']}: {c['verdict']}")
 
 
-def lr_sweep(p: StudyParams, params_file: Path) -> None:
+def lr_sweep(p: StudyParams, params: dict[str, Any]) -> None:
     """Each method at each learning rate of its family's grid, trained p.max_steps steps on
     the default mixture (seed as in params.yaml, probe and MLflow off); the rate with the
     lowest validation loss is chosen. Needs `dvc repro` first (models/base, data/mixed)."""
 
 
-    params = load_params(params_file)
     out = Path(p.learning_rates)
     done = read_json(out) if out.exists() else {"trials": [], "max_steps": p.max_steps}
     if done.get("max_steps") != p.max_steps:
@@ -403,7 +405,7 @@ def main(a: argparse.Namespace) -> None:
     params = load_params(a.params)
     p = study_params(params, a.preset)
     if a.lr_sweep:
-        lr_sweep(p, a.params)
+        lr_sweep(p, params)
         return
     lrs = learning_rates(p)
     todo, ranks, ratios = points(p, params, lrs)
@@ -416,7 +418,7 @@ def main(a: argparse.Namespace) -> None:
               flush=True)
         if pending:
             run_points(pending, p.jobs)
-    runs = collect(todo, lrs)
+    runs = collect(todo)
     # Each invocation's wall time, kept: a later one that only redraws does not hide the
     # time the points took when they ran.
     log_path = a.out / "invocations.json"

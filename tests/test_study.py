@@ -102,15 +102,14 @@ def test_lr_sweep_steps_past_an_edge_and_resumes(tmp_path, monkeypatch) -> None:
                 "eval_loss": abs(math.log10(lr) - math.log10(1e-2))}
 
     monkeypatch.setattr(run_study, "trial", fake)
-    monkeypatch.setattr(run_study, "load_params", lambda _: {})
     out = tmp_path / "rates.json"
     p = run_study.StudyParams(methods=("lora",), learning_rates=str(out))
-    run_study.lr_sweep(p, tmp_path / "params.yaml")
+    run_study.lr_sweep(p, {})
     assert tried == [3e-4, 1e-3, 3e-3, 9e-3, 3e-2]
     saved = json.loads(out.read_text())
     assert saved["chosen"] == {"lora": 9e-3} and saved["max_steps"] == 60
     tried.clear()
-    run_study.lr_sweep(p, tmp_path / "params.yaml")  # resumed: nothing left to train
+    run_study.lr_sweep(p, {})  # resumed: nothing left to train
     assert tried == []
 
 
