@@ -1,7 +1,9 @@
 """Stage evaluate: score one model on every task's test split and on the general suite.
 
 Deps:   this module, forgetful.evaluate (evaluator, scoring, benchmarks), the model folder,
-        data/eval (gather_eval: the evaluated tasks' test splits, nothing else).
+        data/eval (gather_eval: the evaluated tasks' test splits, nothing else), <inputs>
+        (index_inputs' fingerprints of the files in evaluate.files / text_files /
+        lm_eval_include, not all of data/raw).
 Params: evaluate.*, format_data.template (renders the sample prompts).
 Outs:   <predictions> (every prompt, target, prediction, correctness; each text
         document's log-likelihood: JSON lines), <samples> (the model's answers to the
@@ -27,10 +29,11 @@ import argparse
 from pathlib import Path
 
 from forgetful.core import tracking
-from forgetful.core.artifacts import Timer, read_json, write_json, write_jsonl
+from forgetful.core.artifacts import Timer, dvc_md5, read_json, write_json, write_jsonl
 from forgetful.core.cli import run_stage
 from forgetful.core.config import build, load_params, section
-from forgetful.data.eval_sets import read_eval_sets
+from forgetful.data.eval_sets import EvalSets, read_eval_sets
+from forgetful.data.inputs import verify
 from forgetful.data.templates import prompt_of
 from forgetful.evaluate.benchmarks import GENERAL_PROMPTS, suite
 from forgetful.evaluate.evaluator import (
@@ -43,12 +46,27 @@ from forgetful.evaluate.evaluator import (
 from forgetful.evaluate.scoring import load_for_eval
 
 
+def evaluation_datasets(eval_sets: Path, sets: EvalSets, p: EvalParams) -> list[dict]:
+    """What was scored, as MLflow dataset inputs: the evaluated tasks' test splits (DVC's
+    md5 of data/eval) and each benchmark file."""
+    found = [{"name": "task test splits", "digest": dvc_md5(eval_sets), "source": str(eval_sets),
+              "context": "evaluation",
+              "profile": {t: len(r) for t, r in sets.tests.items()}}]
+    for bench, spec in p.files.items():
+        found.append({"name": bench, "digest": dvc_md5(spec.path), "source": spec.path,
+                      "context": "evaluation", "profile": {"limit": spec.limit}})
+    return found
+
+
 def main(name: str, model_dir: Path, eval_sets: Path, scores_path: Path, predictions_path: Path,
-         samples_path: Path, params_file: Path = Path("params.yaml")) -> None:
+         samples_path: Path, params_file: Path = Path("params.yaml"),
+         inputs: Path | None = None) -> None:
     params = load_params(params_file)
     p = build(EvalParams, section(params, "evaluate"), "evaluate")
     template = section(params, "format_data")["template"]
     tp = tracking.load(params)
+    if inputs is not None:
+        verify(inputs, Path.cwd())  # the benchmark files are those DVC fingerprinted
     suite(p.general_suite, p.files)  # a malformed benchmark file fails now, before any model
     sets = read_eval_sets(eval_sets, p.max_test_examples)
     timer = Timer()
@@ -86,7 +104,9 @@ def main(name: str, model_dir: Path, eval_sets: Path, scores_path: Path, predict
     write_json(scores_path, scores)
     run_id = tracking.find_run(tp, model_info.get("adapter_sha256"))
     tracking.log_metrics(tp, run_id, {f"eval.{name}": {k: v for k, v in scores.items()
-                                                       if k != "model"}})
+                                                       if k != "model"}},
+                         model_id=tracking.find_model(tp, run_id, "adapter"))
+    tracking.log_datasets(tp, run_id, evaluation_datasets(eval_sets, sets, p))
     summary = ", ".join(f"{t} {s['score']:.2f}" for t, s in task_scores.items())
     print(f"evaluate {name}: {summary}; general acc {scores['general_mean_acc']:.2f} "
           f"({timer.seconds:.0f}s)")
@@ -98,9 +118,10 @@ def cli() -> None:
     for arg in ("--model", "--eval-sets", "--scores", "--predictions", "--samples"):
         parser.add_argument(arg, type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--inputs", type=Path, help="index_inputs' JSON of the benchmark files")
     a = parser.parse_args()
     run_stage(lambda: main(a.name, a.model, a.eval_sets, a.scores, a.predictions, a.samples,
-                           a.params))
+                           a.params, a.inputs))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Deps:   this module, forgetful.data (formatting, sources, formats, templates, hygiene),
         the base model (models/base: its tokenizer's chat template and token counts; for
-        a `self_distill` task, its greedy answers), data/raw.
+        a `self_distill` task, its greedy answers), <inputs> (index_inputs' fingerprints of
+        this task's files: it re-runs when they change, not when another task's do).
 Params: format_data.{seed, template, max_length, overlong, invalid_records,
         max_skipped_share, dedup},
         format_data.tasks.<task>.
@@ -30,6 +31,7 @@ from forgetful.core.cli import run_stage
 from forgetful.core.config import ConfigError, DataError, build, load_params, section
 from forgetful.data.formatting import IN_TEMPLATE, FormatParams, split, to_records
 from forgetful.data.hygiene import deduplicate
+from forgetful.data.inputs import verify
 from forgetful.data.sources import (
     Answerer,
     heldout_conversations,
@@ -56,12 +58,14 @@ def base_answerer(base: Path, template: str, tokenizer: Any) -> Answerer:
 
 
 def main(task_name: str, base: Path, out: Path, metrics_path: Path,
-         params_file: Path = Path("params.yaml")) -> None:
+         params_file: Path = Path("params.yaml"), inputs: Path | None = None) -> None:
     p = build(FormatParams, section(load_params(params_file), "format_data"), "format_data")
     if task_name not in p.tasks:
         raise ConfigError(f"format_data.tasks has no task '{task_name}'; "
                           f"tasks: {', '.join(p.tasks)}")
     task = parse_task(task_name, p.tasks[task_name])
+    if inputs is not None:
+        verify(inputs, Path.cwd())  # the files are those DVC fingerprinted
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -130,8 +134,10 @@ def cli() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--inputs", type=Path, help="index_inputs' JSON of this task's files")
     args = parser.parse_args()
-    run_stage(lambda: main(args.task, args.base, args.out, args.metrics, args.params))
+    run_stage(lambda: main(args.task, args.base, args.out, args.metrics, args.params,
+                           args.inputs))
 
 
 if __name__ == "__main__":

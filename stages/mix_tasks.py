@@ -1,9 +1,12 @@
 """Stage mix_tasks: a seeded mixture of the formatted training splits, checked for contamination.
 
 Deps:   this module, forgetful.data (mixing, hygiene), forgetful.evaluate.benchmarks,
-        data/formatted, the base tokenizer (token counts).
+        data/formatted, the base tokenizer (token counts), <inputs> (index_inputs'
+        fingerprints of the evaluate.files benchmarks it checks).
 Params: mix_tasks.* (seed, strategy, weights, totals, temperature, caps, upsample, replay,
-        val_per_task, contamination), evaluate.general_suite (checked for contamination).
+        val_per_task, contamination), evaluate.general_suite and evaluate.files (the
+        benchmarks checked for contamination: adding one re-runs this stage, whose mixture
+        is then the same bytes, so training stays cached).
 Outs:   <out>/train.jsonl, val.jsonl, run_info.json; metrics <metrics>: the composition
         (examples, tokens, shares and effective epochs per task) and the contamination of
         every evaluation set by the training mixture.
@@ -35,6 +38,7 @@ from forgetful.core.cli import run_stage
 from forgetful.core.config import ConfigError, DataError, build, load_params, section
 from forgetful.data.batches import encode
 from forgetful.data.hygiene import contamination
+from forgetful.data.inputs import verify
 from forgetful.data.mixing import MixParams, mix
 from forgetful.evaluate.benchmarks import BENCHMARKS, FileBenchmark, question_of, suite
 
@@ -57,13 +61,15 @@ def evaluation_sets(formatted: Path, tasks: dict[str, dict], names: list[str],
 
 
 def main(formatted: Path, base: Path, out: Path, metrics: Path,
-         params_file: Path = Path("params.yaml")) -> None:
+         params_file: Path = Path("params.yaml"), inputs: Path | None = None) -> None:
     params = load_params(params_file)
     p = build(MixParams, section(params, "mix_tasks"), "mix_tasks")
     evaluation = section(params, "evaluate")
     names = list(evaluation.get("general_suite") or [])
     files = {name: build(FileBenchmark, spec, f"evaluate.files.{name}")
              for name, spec in (evaluation.get("files") or {}).items()}
+    if inputs is not None:
+        verify(inputs, Path.cwd())  # the benchmark files are those DVC fingerprinted
     infos = {d.name: read_json(d / "run_info.json") for d in sorted(formatted.iterdir())
              if (d / "run_info.json").exists()}
     # Every evaluation text, read first: a malformed benchmark file (an answer index out of
@@ -99,8 +105,12 @@ def main(formatted: Path, base: Path, out: Path, metrics: Path,
     with atomic_dir(out) as tmp:
         write_jsonl(tmp / "train.jsonl", mixed_train)
         write_jsonl(tmp / "val.jsonl", mixed_val)
-        write_json(tmp / "run_info.json", run_info("mix_tasks", asdict(p),
-                                                   composition=summary))
+        # The contamination result stays out of the mixture's folder (it goes to the
+        # metrics): adding a benchmark re-runs this check, and the mixture keeps its bytes,
+        # so DVC does not train again.
+        write_json(tmp / "run_info.json", run_info(
+            "mix_tasks", asdict(p),
+            composition={k: v for k, v in summary.items() if k != "contamination"}))
     write_json(metrics, summary)
     shares = ", ".join(f"{t} {c['share']:.2f}" for t, c in summary["tasks"].items())
     print(f"mix_tasks: {summary['examples']} examples ({shares}), {summary['tokens']} tokens; "
@@ -114,8 +124,10 @@ def cli() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--inputs", type=Path, help="index_inputs' JSON of the benchmark files")
     args = parser.parse_args()
-    run_stage(lambda: main(args.formatted, args.base, args.out, args.metrics, args.params))
+    run_stage(lambda: main(args.formatted, args.base, args.out, args.metrics, args.params,
+                           args.inputs))
 
 
 if __name__ == "__main__":

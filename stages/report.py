@@ -42,6 +42,7 @@ from forgetful.report.forgetting import (
     ReportParams,
     bootstrap,
     compare,
+    headline,
     item_scores,
     markdown,
     other_runs,
@@ -59,7 +60,8 @@ def main(a: argparse.Namespace) -> None:
     p = build(ReportParams, section(params, "report"), "report")
     tp = tracking.load(params)
     base, tuned = read_json(a.base_eval / "scores.json"), read_json(a.tuned_eval / "scores.json")
-    trained = set(read_json(a.mix)["tasks"])
+    mix = read_json(a.mix)
+    trained = set(mix["tasks"])
     result = compare(base, tuned, trained, p.min_above_chance)
     base_rows = read_jsonl(a.base_eval / "predictions.jsonl")
     tuned_rows = read_jsonl(a.tuned_eval / "predictions.jsonl")
@@ -116,6 +118,8 @@ def main(a: argparse.Namespace) -> None:
         f"{r['benchmark']},{r['base']},{r['tuned']}\n" for r in result["rows"]))
     tracking.log_metrics(tp, run_id, {
         "eval.base": {k: v for k, v in base.items() if k != "model"},
+        "mix.contamination": {name: {k: c[k] for k in ("contaminated", "share")}
+                              for name, c in mix.get("contamination", {}).items()},
         "forgetting": {k: v for k, v in result.items()
                        if k not in ("rows", "text", "max_forgetting", "task_details",
                                     "probe")},
@@ -123,6 +127,12 @@ def main(a: argparse.Namespace) -> None:
         "forgetting.text_rise": {r["corpus"]: r["rise"] for r in result["text"]},
     })
     tracking.log_artifacts(tp, run_id, [a.markdown, a.figures, a.metrics, a.plot], "report")
+    tracking.describe(tp, run_id, headline(result))
+    version = tracking.register(tp, run_id, tracking.find_model(tp, run_id, "adapter"),
+                                passed=not result["forgetting_too_much"])
+    if version:
+        print(f"report: registered {tp.register} version {version} (candidate"
+              f"{', champion' if not result['forgetting_too_much'] else ''})")
     print(f"report: mean gain {pct(result['mean_gain'])} pts, mean retention "
           f"{pct(result['mean_retention'])}% -> {a.markdown}")
 

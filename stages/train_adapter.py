@@ -35,6 +35,7 @@ from typing import Any
 from forgetful.core import tracking
 from forgetful.core.artifacts import (
     atomic_dir,
+    dvc_md5,
     git_commit,
     peak_gpu_memory_mb,
     peak_memory_mb,
@@ -115,6 +116,11 @@ def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path
     if resume is None:
         mix_info = read_json(data / "run_info.json")
         tracking.log_metrics(tp, run_id, {"mix": mix_info.get("composition", {})})
+        tracking.log_datasets(tp, run_id, [
+            {"name": "mixture", "digest": dvc_md5(data), "source": str(data),
+             "context": "training", "profile": {"examples": len(train_set) + dropped,
+                                                "tokens": mix_info.get("composition", {})
+                                                .get("tokens")}}])
     else:
         print(f"train_adapter: resuming from {resume} (MLflow run {run_id})", flush=True)
     curve, points = checkpoints.load_curve(resume)
@@ -147,7 +153,9 @@ def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path
     tracking.tag_adapter(tp, run_id, weights_sha256(out))
     tracking.log_metrics(tp, run_id, {f"train.{k}": v for k, v in metrics.items()})
     if metrics["adapter_mb"] < 200:  # a full fine-tune's whole model stays in DVC only
-        tracking.log_artifacts(tp, run_id, [out], "adapter")
+        # a logged model of the run: evaluate@tuned links its scores to it
+        tracking.log_model(tp, run_id, "adapter", out,
+                           {"method": p.method, p.method: vars(p.method_params)})
     tracking.finish(tp, run_id)
     if checkpoint_dir is not None:
         checkpoints.clear(checkpoint_dir)

@@ -13,6 +13,7 @@ import yaml
 from forgetful.core.config import ConfigError, DataError
 from forgetful.data.formatting import split
 from forgetful.data.hygiene import contamination, deduplicate
+from forgetful.data.inputs import index, verify
 from forgetful.data.sources import load_conversations, parse_task
 from forgetful.data.templates import render
 from stages.format_data import main as format_main
@@ -472,3 +473,43 @@ def test_invalid_records_is_settable_per_task(tmp_path: Path, tiny_model: Path,
     with pytest.raises(ConfigError, match=r"format_data\.tasks\.t\.invalid_records must be "
                                           r"fail or skip"):
         parse_task("t", {**block, "invalid_records": "drop"})
+
+
+def test_each_reader_is_indexed_with_only_its_own_files(tmp_path: Path) -> None:
+    raw = tmp_path / "data/raw"
+    (raw / "lm_eval").mkdir(parents=True)
+    (raw / "mine.jsonl").write_text('{"instruction": "q", "output": "a"}\n')
+    (raw / "bench.jsonl").write_text('{"question": "q", "choices": ["a", "b"], "answer": 0}\n')
+    (raw / "lm_eval/task.yaml").write_text("task: mine\n")
+    (raw / "unread.txt").write_text("no stage reads this\n")
+    params = {"format_data": {"tasks": {
+        "mine": {"source": "file", "path": "data/raw/mine.jsonl"},
+        "sentiment": {"source": "builtin", "generator": "sentiment"}}},
+        "evaluate": {"files": {"bench": {"format": "mc_jsonl", "path": "data/raw/bench.jsonl"}},
+                     "lm_eval_include": "data/raw/lm_eval"}}
+    readers = index(params, tmp_path)
+    assert set(readers) == {"format/mine", "format/sentiment", "evaluate"}
+    assert readers["format/sentiment"] == []  # a built-in task reads no file: never re-run by one
+    assert [e["path"] for e in readers["format/mine"]] == ["data/raw/mine.jsonl"]
+    assert [(e["key"], e["path"]) for e in readers["evaluate"]] == [
+        ("evaluate.files.bench.path", "data/raw/bench.jsonl"),
+        ("evaluate.lm_eval_include", "data/raw/lm_eval/task.yaml")]
+    before = readers["format/mine"][0]["sha256"]
+    (raw / "mine.jsonl").write_text('{"instruction": "q", "output": "b"}\n')
+    assert index(params, tmp_path)["format/mine"][0]["sha256"] != before
+    assert index(params, tmp_path)["evaluate"] == readers["evaluate"]
+
+    params["format_data"]["tasks"]["gone"] = {"source": "file", "path": "data/raw/gone.csv"}
+    with pytest.raises(DataError, match=r"format_data.tasks.gone.path: data/raw/gone.csv not"):
+        index(params, tmp_path)
+
+
+def test_a_file_edited_after_indexing_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "data.jsonl").write_text("one\n")
+    params = {"format_data": {"tasks": {"t": {"source": "file", "path": "data.jsonl"}}}}
+    (tmp_path / "t.json").write_text(json.dumps(index(params, tmp_path)["format/t"]))
+    verify(tmp_path / "t.json", tmp_path)  # unchanged: fine
+    (tmp_path / "data.jsonl").write_text("two\n")
+    with pytest.raises(DataError, match=r"data.jsonl \(format_data.tasks.t.path\) changed "
+                                        r"after index_inputs.*dvc repro"):
+        verify(tmp_path / "t.json", tmp_path)

@@ -37,9 +37,10 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
     write_params(repo / "params.yaml", params)
 
     first = dvc(repo, "repro")
-    assert ran(first) == {"prepare_base", "format_data@sentiment", "format_data@reading",
-                          "gather_eval", "mix_tasks", "train_adapter", "merge_adapter",
-                          "evaluate@base", "evaluate@tuned", "measure_drift", "report"}
+    assert ran(first) == {"index_inputs", "prepare_base", "format_data@sentiment",
+                          "format_data@reading", "gather_eval", "mix_tasks", "train_adapter",
+                          "merge_adapter", "evaluate@base", "evaluate@tuned", "measure_drift",
+                          "report"}
     assert "| sentiment | trained task |" in (repo / "reports/forgetting.md").read_text()
     for noise in ("gemm_4bit_forward", "is_gradient_checkpointing", "FutureWarning"):
         assert noise not in first  # quieted where it comes from (forgetful/core/cli.py)
@@ -50,8 +51,24 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
 
     assert "Data and pipelines are up to date" in dvc(repo, "repro")
 
-    set_param(repo, "evaluate.max_new_tokens", 6)
-    assert ran(dvc(repo, "repro")) == {"evaluate@base", "evaluate@tuned", "report"}
+    # Each stage depends on its own files (index_inputs' fingerprints), not on all of
+    # data/raw: a file no stage reads re-runs only the index.
+    (repo / "data/raw/notes.txt").write_text("read by no stage\n")
+    assert ran(dvc(repo, "repro")) == {"index_inputs"}
+    # A benchmark added to evaluate.files: it is checked for contamination (mix_tasks,
+    # whose mixture keeps its bytes, so nothing trains again) and scored on both models.
+    (repo / "data/raw/mine.jsonl").write_text("".join(json.dumps(
+        {"question": f"Which of these is a colour, number {i}?",
+         "choices": ["green", "table", "river"], "answer": 0}) + "\n" for i in range(6)))
+    set_param(repo, "evaluate.files", {"mine": {"format": "mc_jsonl",
+                                                "path": "data/raw/mine.jsonl"}})
+    assert ran(dvc(repo, "repro")) == {"index_inputs", "mix_tasks", "evaluate@base",
+                                       "evaluate@tuned", "report"}
+    assert "mine" in json.loads((repo / "reports/eval/tuned/scores.json").read_text())["general"]
+
+    set_param(repo, "evaluate.max_new_tokens", 6)  # (index_inputs reads evaluate's paths)
+    assert ran(dvc(repo, "repro")) == {"index_inputs", "evaluate@base", "evaluate@tuned",
+                                       "report"}
 
     adapter_a = (repo / "models/adapter/adapter_model.safetensors").read_bytes()
     set_param(repo, "train_adapter.learning_rate", 1.0e-3)
@@ -76,8 +93,9 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
                                                  "n_val": 4, "n_test": 0, "max_new_tokens": 12})
     set_param(repo, "mix_tasks.replay", {"task": "replay", "ratio": 0.25})
     added = dvc(repo, "repro")
-    assert ran(added) == {"format_data@replay", "gather_eval", "mix_tasks", "train_adapter",
-                          "merge_adapter", "evaluate@tuned", "measure_drift", "report"}
+    assert ran(added) == {"index_inputs", "format_data@replay", "gather_eval", "mix_tasks",
+                          "train_adapter", "merge_adapter", "evaluate@tuned", "measure_drift",
+                          "report"}
     assert "evaluate@base" not in ran(added)
 
     from mlflow.tracking import MlflowClient

@@ -117,6 +117,26 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def dvc_md5(path: str | Path) -> str:
+    """DVC's md5 of a file or folder, as dvc.lock writes it (a folder's is the md5 of its
+    sorted file list, with ".dir"), so what MLflow names matches the DVC version."""
+    import json
+
+    def md5(f: Path) -> str:
+        digest = hashlib.md5()
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    path = Path(path)
+    if path.is_file():
+        return md5(path)
+    entries = sorted(({"md5": md5(f), "relpath": f.relative_to(path).as_posix()}
+                      for f in path.rglob("*") if f.is_file()), key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(

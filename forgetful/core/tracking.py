@@ -42,6 +42,7 @@ class TrackingParams:
     experiment: str = "forgetful"  # MLflow experiment name
     enabled: bool = True  # false = log nothing to MLflow (DVC outputs are the same)
     required: bool = False  # true = an unreachable store fails the stage instead of a warning
+    register: str = ""  # registered model name: each run's adapter becomes a version of it
 
     def __post_init__(self) -> None:
         require(bool(self.experiment), "experiment", "must be a non-empty name")
@@ -52,6 +53,10 @@ class TrackingUnavailable(ConfigError):
 
 
 ADAPTER_TAG = "forgetful.adapter_sha256"
+# MLflow 3 keeps an experiment's kind as this tag; without it `mlflow ui` may open a new
+# experiment in its GenAI view (traces, judges) instead of the training runs table.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in the UI
 _down: dict[str, str] = {}  # uri -> why it is unreachable, once per process
 _probed: set[str] = set()  # uris that answered the probe (probed once, not per log call)
 
@@ -224,12 +229,15 @@ def client(p: TrackingParams) -> Any:
 def _experiment_id(c: Any, p: TrackingParams) -> str:
     found = c.get_experiment_by_name(p.experiment)
     if found is not None:
+        if found.tags.get(EXPERIMENT_KIND[0]) is None:  # made before the kind was set
+            c.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
         return found.experiment_id
     location = None
     if not (os.environ.get("MLFLOW_TRACKING_URI") or p.uri):
         # Keep artifacts beside the default store, not in whichever folder ran first.
         location = (repo_root() / "mlartifacts").as_uri()
-    return c.create_experiment(p.experiment, artifact_location=location)
+    return c.create_experiment(p.experiment, artifact_location=location,
+                               tags=dict([EXPERIMENT_KIND]))
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -259,13 +267,16 @@ def start_run(p: TrackingParams, run_name: str, params: Mapping[str, Any],
 
 @guarded
 def log_metrics(p: TrackingParams, run_id: str | None, metrics: Mapping[str, Any],
-                step: int | None = None) -> None:
+                step: int | None = None, model_id: str | None = None) -> None:
+    """Numeric leaves of `metrics` as dotted names; with `model_id`, linked to that logged
+    model too (its page lists them)."""
     if not run_id:
         return
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    batch = [Metric(key, float(value), now, step or 0) for key, value in flatten(metrics).items()
+    batch = [Metric(key, float(value), now, step or 0, model_id=model_id)
+             for key, value in flatten(metrics).items()
              if isinstance(value, (int, float)) and not isinstance(value, bool)]
     c = client(p)
     for start in range(0, len(batch), 1000):  # one transaction per 1000 (MLflow's limit)
@@ -343,3 +354,92 @@ def runs_with(p: TrackingParams, keys: tuple[str, ...]) -> list[dict[str, Any]]:
     return [{"run_id": r.info.run_id, "run_name": r.info.run_name,
              **{k: r.data.metrics[k] for k in keys}}
             for r in runs if all(k in r.data.metrics for k in keys)]
+
+
+@guarded
+def log_datasets(p: TrackingParams, run_id: str | None, datasets: list[dict[str, Any]]) -> None:
+    """Each dataset (name, digest, source, context: training / evaluation, profile) as an
+    MLflow dataset input of the run: the runs table's Datasets column. The digest is DVC's
+    md5 of the folder, so a dataset in MLflow is the same version `dvc` names."""
+    if not run_id or not datasets:
+        return
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    inputs = [DatasetInput(Dataset(d["name"], d["digest"], "local", json.dumps(
+                  {"uri": d["source"]}), profile=json.dumps(d.get("profile", {}))),
+              [InputTag("mlflow.data.context", d["context"])]) for d in datasets]
+    client(p).log_inputs(run_id, datasets=inputs)
+
+
+@guarded
+def describe(p: TrackingParams, run_id: str | None, text: str) -> None:
+    """The run's description (shown on its page and in the runs table)."""
+    if run_id:
+        client(p).set_tag(run_id, DESCRIPTION_TAG, text)
+
+
+@guarded
+def log_model(p: TrackingParams, run_id: str | None, name: str, folder: Path,
+              params: Mapping[str, Any] | None = None) -> str | None:
+    """The folder (an adapter in PEFT's format, or a merged model in transformers') as an
+    MLflow logged model of the run; returns its model id. Load it back with
+    `mlflow.artifacts.download_artifacts("models:/<model id>")` and PEFT or transformers."""
+    if not run_id:
+        return None
+    from mlflow.entities import LoggedModelStatus
+
+    c = client(p)
+    run = c.get_run(run_id)
+    model = c.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id,
+                                  params={k: str(v)[:6000] for k, v in
+                                          flatten(params or {}).items()},
+                                  model_type="peft-adapter" if name == "adapter" else
+                                  "transformers")
+    c.log_model_artifacts(model.model_id, str(folder))
+    c.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return model.model_id
+
+
+@guarded
+def find_model(p: TrackingParams, run_id: str | None, name: str) -> str | None:
+    """The id of the run's logged model of that name (the newest), or None."""
+    if not run_id:
+        return None
+    c = client(p)
+    run = c.get_run(run_id)
+    found = c.search_logged_models([run.info.experiment_id],
+                                   filter_string=f"source_run_id = '{run_id}' AND "
+                                                 f"name = '{name}'",
+                                   order_by=[{"field_name": "creation_time",
+                                              "ascending": False}], max_results=1)
+    return found[0].model_id if found else None
+
+
+@guarded
+def register(p: TrackingParams, run_id: str | None, model_id: str | None,
+             passed: bool) -> str | None:
+    """With `tracking.register` set, the logged model becomes a new version of that
+    registered model, aliased `candidate`, and `champion` only when the forgetting gate
+    passed (report.max_forgetting); returns the version."""
+    if not (p.register and run_id and model_id):
+        return None
+    from mlflow.exceptions import MlflowException
+
+    c = client(p)
+    try:
+        c.create_registered_model(p.register)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    # the artifact location, not models:/<id>: MLflow resolves that through the global
+    # tracking URI, which is not necessarily this client's
+    source = c.get_logged_model(model_id).artifact_location
+    version = c.create_model_version(p.register, source, run_id=run_id,
+                                     model_id=model_id,
+                                     tags={"forgetting_gate": "passed" if passed else "failed"})
+    c.set_registered_model_alias(p.register, "candidate", version.version)
+    if passed:
+        c.set_registered_model_alias(p.register, "champion", version.version)
+    return version.version

@@ -258,6 +258,16 @@ def details_markdown(rows: list[dict]) -> list[str]:
                     "answers in sentences fails it while knowing the label).", ""]
 
 
+def headline(result: dict[str, Any]) -> str:
+    """The report's first lines, for the MLflow run's description."""
+    gate = ("over report.max_forgetting" if result.get("forgetting_too_much") else
+            "within report.max_forgetting")
+    return "\n\n".join([
+        f"Mean gain on trained tasks: **{pct(result['mean_gain'])} points**. Mean change "
+        f"elsewhere: **{pct(result['mean_retained_difference'])} points** ({gate}).",
+        *[line for line in suite_line(result["rows"]) if line]])
+
+
 def suite_line(rows: list[dict]) -> list[str]:
     """The general suite's headline: pooled items, change, interval, verdict."""
     suite = next((r for r in rows if r["kind"] == SUITE), None)
