@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run test lint compare seeds study gpu-check bench bench-gpu
+.PHONY: install run test lint compare seeds study exps gpu-check bench bench-gpu
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,12 @@ study: install
 	dvc repro
 	$(PY) -m stages.run_study --lr-sweep --preset $(PRESET)   # only the trials not yet in reports/study/
 	$(PY) -m stages.run_study --preset $(PRESET)
+
+# `dvc exp show` with the columns that tell experiments apart (every nested param and
+# metric otherwise): the method, its rate and rank, replay, seed; gain, change elsewhere, drift.
+EXP_COLUMNS ?= Experiment|Created|train_adapter\.(method|learning_rate|seed|lora\.r)$$|mix_tasks\.replay\.ratio|mean_gain|mean_retained_difference|^drift$$
+exps: install
+	dvc exp show --drop '.*' --keep '$(EXP_COLUMNS)' $(ARGS)
 
 # GPU checks (QLoRA with bitsandbytes on CUDA, bf16 compute, merge); skipped without CUDA.
 gpu-check: install
