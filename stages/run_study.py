@@ -58,7 +58,7 @@ FAMILY_GRIDS = {  # learning rates tried per method: three around each family's 
 @dataclass(frozen=True)
 class StudyParams:
     seeds: int = 3  # seeds per configuration
-    jobs: int = 1  # dvc queue workers; each gets cores / jobs torch threads
+    jobs: int = 2  # dvc queue workers; each gets cores / jobs torch threads
     experiment: str = "study"  # MLflow experiment of every point
     max_steps: int = 60  # optimizer steps of every point (and of the learning-rate sweep)
     methods: tuple[str, ...] = ("lora", "dora", "ia3", "prompt_tuning", "prefix_tuning",
