@@ -141,3 +141,23 @@ def test_a_locked_sqlite_store_is_waited_for_not_given_up(monkeypatch) -> None:
     with pytest.raises(sqlite3.OperationalError, match="no such table"):  # not a lock: raised
         client.get_run("r")
     assert len(waits) == 2
+
+
+def test_champion_stays_on_the_last_version_that_passed_the_gate(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the experiment's artifacts go beside the store
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    tp = tracking.TrackingParams(uri=f"sqlite:///{tmp_path / 'm.db'}", experiment="x",
+                                 register="mine")
+    run_id = tracking.start_run(tp, "run", {"a": 1}, {})
+    first = tracking.register(tp, run_id, tracking.log_model(tp, run_id, "adapter", adapter),
+                              passed=True)
+    second = tracking.register(tp, run_id, tracking.log_model(tp, run_id, "adapter", adapter),
+                               passed=False)  # the registered model exists: a new version
+    assert (int(first), int(second)) == (1, 2)
+    aliases = tracking.client(tp).get_registered_model("mine").aliases
+    assert aliases == {"candidate": 2, "champion": 1}
+    assert tracking.register(tracking.TrackingParams(uri=tp.uri, experiment="x"), run_id,
+                             "m-any", passed=True) is None  # registration is opt-in

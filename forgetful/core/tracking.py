@@ -419,7 +419,7 @@ def find_model(p: TrackingParams, run_id: str | None, name: str) -> str | None:
 
 @guarded
 def register(p: TrackingParams, run_id: str | None, model_id: str | None,
-             passed: bool) -> str | None:
+             passed: bool) -> int | None:
     """With `tracking.register` set, the logged model becomes a new version of that
     registered model, aliased `candidate`, and `champion` only when the forgetting gate
     passed (report.max_forgetting); returns the version."""
