@@ -109,12 +109,17 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return [record for _, record in iter_jsonl(path)]
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def dvc_md5(path: str | Path) -> str:
@@ -122,17 +127,10 @@ def dvc_md5(path: str | Path) -> str:
     sorted file list, with ".dir"), so what MLflow names matches the DVC version."""
     import json
 
-    def md5(f: Path) -> str:
-        digest = hashlib.md5()
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
-
     path = Path(path)
     if path.is_file():
-        return md5(path)
-    entries = sorted(({"md5": md5(f), "relpath": f.relative_to(path).as_posix()}
+        return file_digest(path, "md5")
+    entries = sorted(({"md5": file_digest(f, "md5"), "relpath": f.relative_to(path).as_posix()}
                       for f in path.rglob("*") if f.is_file()), key=lambda e: e["relpath"])
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
 

@@ -19,7 +19,6 @@ from forgetful.core.artifacts import file_sha256, read_json
 from forgetful.core.config import DataError, user_paths
 
 FORMAT_DIR = "format"
-EVALUATE_FILE = "evaluate.json"
 
 
 def _files(path: Path) -> list[Path]:
