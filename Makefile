@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run test lint compare seeds study exps gpu-check bench bench-gpu
+.PHONY: install run test lint compare seeds study exps ui screenshots gpu-check bench bench-gpu
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,17 @@ study: install
 EXP_COLUMNS ?= Experiment|Created|train_adapter\.(method|learning_rate|seed|lora\.r)$$|mix_tasks\.replay\.ratio|mean_gain|mean_retained_difference|^drift$$
 exps: install
 	dvc exp show --drop '.*' --keep '$(EXP_COLUMNS)' $(ARGS)
+
+# MLflow's UI on this project's store. MLflow 3.17's UI starts in its GenAI view (traces)
+# until its "Model training" switch is set; the printed address sets it.
+ui: install
+	@echo "MLflow: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --workers 1 --port 5000 \
+		--backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}"
+
+# The README's MLflow screenshots (reports/screenshots/) from the newest run; needs Chromium.
+screenshots: install
+	$(PY) benchmarks/screenshots.py
 
 # GPU checks (QLoRA with bitsandbytes on CUDA, bf16 compute, merge); skipped without CUDA.
 gpu-check: install

@@ -102,11 +102,15 @@ def main(name: str, model_dir: Path, eval_sets: Path, scores_path: Path, predict
     write_jsonl(predictions_path, task_rows + general_rows + text_rows)
     write_jsonl(samples_path, sample_rows)
     write_json(scores_path, scores)
-    run_id = tracking.find_run(tp, model_info.get("adapter_sha256"))
+    run_id = tracking.find_run(tp, model_info.get("adapter_sha256"))  # None for the base
+    # the scores belong to the model scored: the merged one where it was logged
+    # (tracking.log_merged), else the adapter it came from
+    model_id = (tracking.find_model(tp, run_id, "merged")
+                or tracking.find_model(tp, run_id, "adapter"))
     tracking.log_metrics(tp, run_id, {f"eval.{name}": {k: v for k, v in scores.items()
-                                                       if k != "model"}},
-                         model_id=tracking.find_model(tp, run_id, "adapter"))
-    tracking.log_datasets(tp, run_id, evaluation_datasets(eval_sets, sets, p))
+                                                       if k != "model"}}, model_id=model_id)
+    if run_id:  # the digests hash data/eval and the benchmark files: only when logged
+        tracking.log_datasets(tp, run_id, evaluation_datasets(eval_sets, sets, p))
     summary = ", ".join(f"{t} {s['score']:.2f}" for t, s in task_scores.items())
     print(f"evaluate {name}: {summary}; general acc {scores['general_mean_acc']:.2f} "
           f"({timer.seconds:.0f}s)")

@@ -4,7 +4,8 @@ Deps:   this module, forgetful.train (merging, methods), models/base, models/ada
         prompts (data/mixed/val.jsonl).
 Params: merge_adapter.* (probe_examples, tolerance by dtype, qlora_base).
 Outs:   <out>/ the tuned model in transformers' format (safetensors + tokenizer) with
-        run_info.json; metrics <metrics> (max |logit difference| adapter vs merged).
+        run_info.json; metrics <metrics> (max |logit difference| adapter vs merged); with
+        tracking.log_merged, the merged model as an MLflow logged model of the run.
 Run:    python -m stages.merge_adapter --base models/base --adapter models/adapter \
             --probe data/mixed/val.jsonl --out models/merged --metrics reports/metrics/merge.json
 
@@ -77,6 +78,10 @@ def main(base: Path, adapter: Path, probe: Path, out: Path, metrics_path: Path,
     write_json(metrics_path, metrics | {"seconds": timer.seconds})
     run_id = tracking.find_run(tp, weights_sha256(adapter))
     tracking.log_metrics(tp, run_id, {"merge": metrics})
+    if metrics["merged"] and tp.log_merged:  # evaluate@tuned links its scores to it
+        tracking.log_model(tp, run_id, "merged", out,
+                           params={"method": info["method"],
+                                   "base_model": info.get("base_model") or {}})
     if metrics["merged"]:
         print(f"merge_adapter: {info['method']}: max |logit diff| "
               f"{metrics['max_abs_logit_diff']:.2e} <= {p.tolerance[dtype]:g} -> {out}")

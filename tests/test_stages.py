@@ -40,6 +40,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     params["tracking"]["uri"] = f"sqlite:///{root / 'mlflow.db'}"
     params["tracking"]["register"] = "tiny-adapter"  # opt-in Model Registry versions
+    params["tracking"]["log_merged"] = True  # opt-in: the merged model as a logged model too
     pfile = write_params(root / "params.yaml", params)
     w = {k: root / v for k, v in {
         "base": "models/base", "formatted": "data/formatted", "eval": "data/eval",
@@ -419,13 +420,22 @@ def test_mlflow_server_shows_the_kind_datasets_logged_model_and_registry(work: d
         models = call("logged-models/search",
                       {"experiment_ids": [experiment["experiment_id"]]})["models"]
         (adapter,) = [m for m in models if m["info"]["name"] == "adapter"]
+        (merged,) = [m for m in models if m["info"]["name"] == "merged"]
         assert adapter["info"]["source_run_id"] == run["info"]["run_id"]
-        linked = {m["key"] for m in adapter["data"]["metrics"]}
-        assert "eval.tuned.tasks.sentiment.score" in linked  # scores linked to the model
+        assert merged["info"]["source_run_id"] == run["info"]["run_id"]
+        outputs = {m["model_id"] for m in run["outputs"]["model_outputs"]}  # the run page's list
+        assert outputs == {adapter["info"]["model_id"], merged["info"]["model_id"]}
+        linked = {m["key"] for m in merged["data"].get("metrics", [])}
+        assert "eval.tuned.tasks.sentiment.score" in linked  # scores linked to the model scored
         version = call("registered-models/alias", name="tiny-adapter",
                        alias="candidate")["model_version"]
         assert version["run_id"] == run["info"]["run_id"]
         assert version["source"] == adapter["info"]["artifact_uri"]  # the logged model
+        adapter_tags = {t["key"]: t["value"] for t in call(
+            f"logged-models/{adapter['info']['model_id']}")["model"]["info"]["tags"]}
+        listed = json.loads(adapter_tags["mlflow.modelVersions"])  # the model page's list
+        assert [(v["name"], str(v["version"])) for v in listed] == [
+            ("tiny-adapter", version["version"])]
         gate = {t["key"]: t["value"] for t in version["tags"]}["forgetting_gate"]
         assert ("champion" in version["aliases"]) == (gate == "passed")
         # ... and loaded back with mlflow alone: the adapter's own files, byte for byte
@@ -434,6 +444,14 @@ def test_mlflow_server_shows_the_kind_datasets_logged_model_and_registry(work: d
             f"models:/{adapter['info']['model_id']}"))
         for name in ("adapter_config.json", "adapter_model.safetensors"):
             assert (folder / name).read_bytes() == (work["adapter"] / name).read_bytes()
+        # the merged model: plain transformers loads it, with the logits models/merged gives
+        from transformers import AutoModelForCausalLM
+
+        folder = Path(mlflow.artifacts.download_artifacts(
+            f"models:/{merged['info']['model_id']}"))
+        ids = torch.tensor([[5, 6, 7, 8]])
+        assert torch.equal(AutoModelForCausalLM.from_pretrained(folder)(ids).logits,
+                           AutoModelForCausalLM.from_pretrained(work["merged"])(ids).logits)
     finally:
         mlflow.set_tracking_uri(None)
         server.terminate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -106,8 +107,11 @@ def test_a_read_only_store_prints_our_one_line_not_mlflows_tracebacks(tmp_path: 
         "assert tracking.start_run(p, 'r', {'a': 1}, {}) is None\n"
         "assert tracking.log_metrics(p, None, {'x': 1.0}) is None\n"
         "print('went on')\n")
+    # cwd: MLflow makes the artifact root of this URI (./file:/tmp/...) relative to it;
+    # the project comes from PYTHONPATH so nothing lands in the checkout.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+                          timeout=300, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "went on"
     lines = [line for line in done.stderr.splitlines() if line.strip()]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import re
@@ -43,6 +44,10 @@ class TrackingParams:
     enabled: bool = True  # false = log nothing to MLflow (DVC outputs are the same)
     required: bool = False  # true = an unreachable store fails the stage instead of a warning
     register: str = ""  # registered model name: each run's adapter becomes a version of it
+    # true = merge_adapter also logs the merged model (transformers' format) as a logged
+    # model of the run: ~540 MB a run for the default model in fp32, so off by default
+    # (the merged model is always in DVC: models/merged)
+    log_merged: bool = False
 
     def __post_init__(self) -> None:
         require(bool(self.experiment), "experiment", "must be a non-empty name")
@@ -57,6 +62,7 @@ ADAPTER_TAG = "forgetful.adapter_sha256"
 # experiment in its GenAI view (traces, judges) instead of the training runs table.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in the UI
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # a logged model's registered versions (JSON)
 _down: dict[str, str] = {}  # uri -> why it is unreachable, once per process
 _probed: set[str] = set()  # uris that answered the probe (probed once, not per log call)
 
@@ -363,7 +369,6 @@ def log_datasets(p: TrackingParams, run_id: str | None, datasets: list[dict[str,
     md5 of the folder, so a dataset in MLflow is the same version `dvc` names."""
     if not run_id or not datasets:
         return
-    import json
 
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
@@ -388,7 +393,7 @@ def log_model(p: TrackingParams, run_id: str | None, name: str, folder: Path,
     `mlflow.artifacts.download_artifacts("models:/<model id>")` and PEFT or transformers."""
     if not run_id:
         return None
-    from mlflow.entities import LoggedModelStatus
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
     c = client(p)
     run = c.get_run(run_id)
@@ -399,6 +404,9 @@ def log_model(p: TrackingParams, run_id: str | None, name: str, folder: Path,
                                   "transformers")
     c.log_model_artifacts(model.model_id, str(folder))
     c.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    # a run output too: the run page's "Logged models" lists a run's outputs, not every
+    # model whose source_run_id is the run
+    c.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
     return model.model_id
 
 
@@ -439,6 +447,12 @@ def register(p: TrackingParams, run_id: str | None, model_id: str | None,
     version = c.create_model_version(p.register, source, run_id=run_id,
                                      model_id=model_id,
                                      tags={"forgetting_gate": "passed" if passed else "failed"})
+    # the logged model's page lists its versions from this tag (mlflow.register_model sets
+    # it; the client call above does not)
+    tags = c.get_logged_model(model_id).tags
+    listed = json.loads(tags.get(MODEL_VERSIONS_TAG, "[]"))
+    c.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(
+        [*listed, {"name": p.register, "version": version.version}])})
     c.set_registered_model_alias(p.register, "candidate", version.version)
     if passed:
         c.set_registered_model_alias(p.register, "champion", version.version)
