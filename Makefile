@@ -69,7 +69,7 @@ gpu-check: install
 PIQA ?= ../shared/data/piqa
 bench: install
 	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) benchmarks/speed.py --steps 30 --eval-items 0 --piqa $(PIQA) --out reports/speed
+	$(PY) benchmarks/speed.py --steps 20 --eval-items 300 --repeats 3 --piqa $(PIQA) --out reports/speed
 
 bench-gpu: install
 	$(PY) -m pip install -q -e ".[bench]"

@@ -1,0 +1,52 @@
+"""benchmarks/speed.py's pure parts: the FLOPs count behind "fraction of the matmul rate",
+the medians and ranges, and the README block it rewrites."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("speed", ROOT / "benchmarks" / "speed.py")
+speed = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(speed)
+
+SHAPE = {"layers": 2, "hidden": 8, "vocab": 100, "body_matmul_params": 1000,
+         "head_params": 800}
+
+
+def test_flops_count_what_each_trainer_runs() -> None:
+    # 2 rows x 5 positions, 3 of them supervised, 10 trainable LoRA weights
+    body = 2 * 1000 * 10
+    attention = 2 * 2 * 4 * 5 * 5 * 8
+    lora = 2 * 10 * 10
+    selective = speed.flops_per_batch(SHAPE, 3, 2, 5, "supervised", False, 10)
+    head = 2 * 800 * 3
+    # LoRA: forward, then input and weight gradients (2x its forward)
+    assert selective == (body + attention + head + lora) + 2 * (body + attention + head + lora)
+    everywhere = speed.flops_per_batch(SHAPE, 3, 2, 5, "all", False, 10)
+    assert everywhere - selective == 3 * 2 * 800 * (10 - 3)  # forward + input gradient
+    # gradient checkpointing runs the body's forward once more, the output layer not
+    recomputed = speed.flops_per_batch(SHAPE, 3, 2, 5, "supervised", True, 10)
+    assert recomputed - selective == body + attention
+
+
+def test_spread_is_median_and_range() -> None:
+    assert speed.spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0,
+                                             "runs": [3.0, 1.0, 2.0]}
+
+
+def test_readme_block_is_replaced_and_nothing_else(tmp_path: Path) -> None:
+    start, end = speed.README_BLOCK
+    page = tmp_path / "README.md"
+    page.write_text(f"intro\n{start}\nold table\n{end}\nafter\n")
+    speed.readme(page, "# Speed benchmark\n\nnew table\n")
+    assert page.read_text() == f"intro\n{start}\nnew table\n{end}\nafter\n"
+
+
+def test_readme_without_the_block_is_left_alone(tmp_path: Path) -> None:
+    text = "no markers at all\n"
+    page = tmp_path / "README.md"
+    page.write_text(text)
+    speed.readme(page, "# Speed benchmark\n\nnew\n")
+    assert page.read_text() == text
