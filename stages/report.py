@@ -7,7 +7,8 @@ Deps:   this module, both evaluations (scores, predictions, samples), the drift 
 Params: report.samples.
 Outs:   <markdown> (reports/forgetting.md), <figures>/ (PNG plots), metrics <metrics>
         (gain per trained task; difference and retention per untrained benchmark), and the
-        DVC plots file <plot> (benchmark, base, tuned).
+        DVC plots file <plot> (benchmark, base, tuned). To the run in MLflow: the metrics,
+        these outs and both evaluations' predictions.jsonl (per-item scores), as artifacts.
 Run:    python -m stages.report --base-eval reports/eval/base --tuned-eval reports/eval/tuned \
             --mix reports/metrics/mix.json --curve reports/plots/train_curve.csv \
             --adapter models/adapter --markdown reports/forgetting.md \
@@ -127,6 +128,9 @@ def main(a: argparse.Namespace) -> None:
         "forgetting.text_rise": {r["corpus"]: r["rise"] for r in result["text"]},
     })
     tracking.log_artifacts(tp, run_id, [a.markdown, a.figures, a.metrics, a.plot], "report")
+    for name, folder in (("base", a.base_eval), ("tuned", a.tuned_eval)):  # per-item scores:
+        # the study redraws from MLflow alone with them (stages/run_study.py --from-mlflow)
+        tracking.log_artifacts(tp, run_id, [folder / "predictions.jsonl"], f"eval/{name}")
     tracking.describe(tp, run_id, headline(result))
     version = tracking.register(tp, run_id, tracking.find_model(tp, run_id, "adapter"),
                                 passed=not result["forgetting_too_much"])

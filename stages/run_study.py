@@ -25,11 +25,13 @@ reports/study/frontier.png (forgetful/report/study.py), with no training:
 Run:    python -m stages.run_study --lr-sweep        # once: the learning rates, as data
         python -m stages.run_study [--preset quick]  # queue, run, collect, report
         python -m stages.run_study --collect-only    # tables and figures from DVC alone
+        python -m stages.run_study --collect-only --from-mlflow  # ... from MLflow alone
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -43,7 +45,9 @@ from typing import Any
 from forgetful.core.artifacts import package_versions, read_json, write_json, write_text
 from forgetful.core.cli import run_stage
 from forgetful.core.config import ConfigError, build, load_params, require, section
-from forgetful.report.study import Run, claims, frontier, make_run, markdown, plot, summarise
+from forgetful.core.tracking import load as load_tracking
+from forgetful.report.study import Run, claims, frontier, markdown, plot, summarise
+from forgetful.report.study_runs import from_dvc, from_mlflow
 from forgetful.train.methods import METHODS
 
 FAMILY_GRIDS = {  # learning rates tried per method: three around each family's usual value
@@ -225,55 +229,6 @@ def run_points(todo: list[Point], jobs: int) -> None:
                   f"({time.perf_counter() - started:.0f}s)", flush=True)
 
 
-def read_at(rev: str, path: str) -> str:
-    import dvc.api
-
-    return dvc.api.read(path, rev=rev)
-
-
-def collect(todo: list[Point]) -> list[Run]:
-    """Every point's per-item scores and metrics, read from its DVC experiment."""
-    revs = experiments()
-    missing = [p.name for p in todo if p.name not in revs]
-    if missing:
-        raise ConfigError(f"{len(missing)} points have no finished experiment (first: "
-                          f"{missing[0]}); run `python -m stages.run_study` without "
-                          "--collect-only")
-    runs = []
-    for point in todo:
-        rev = revs[point.name]
-
-        def rows(path: str, rev: str = rev) -> list[dict]:
-            return [json.loads(line) for line in read_at(rev, path).splitlines() if line]
-
-        train = json.loads(read_at(rev, "reports/metrics/train.json"))
-        sets = dict(s.split("=", 1) for s in point.sets)
-        info = {"trainable_params": train["trainable_params"],
-                "train_seconds": train["train_seconds"],
-                "learning_rate": float(sets["train_adapter.learning_rate"]),
-                "stage_seconds": stage_seconds(rev), "rev": rev, "name": point.name}
-        runs.append(make_run(point.config, point.sweep, point.seed,
-                             rows("reports/eval/base/predictions.jsonl"),
-                             rows("reports/eval/tuned/predictions.jsonl"),
-                             json.loads(read_at(rev, "reports/metrics/forgetting.json")), info))
-    return runs
-
-
-def stage_seconds(rev: str) -> float:
-    """The point's own stage seconds (training, the tuned model's evaluation, drift) from
-    its metrics files; a stage restored from the run cache counts what it took when it
-    ran."""
-    total = 0.0
-    for path, key in (("reports/metrics/train.json", "train_seconds"),
-                      ("reports/eval/tuned/scores.json", "seconds"),
-                      ("reports/eval/drift/scores.json", "seconds")):
-        try:
-            total += float(json.loads(read_at(rev, path)).get(key) or 0)
-        except Exception:  # noqa: BLE001 - a metric file without the key counts 0
-            continue
-    return round(total, 1)
-
-
 def wall_line(log: list[dict], preset: str) -> str:
     """The wall time of the last invocation that ran points of this preset, and of the
     latest one if it only redrew."""
@@ -320,7 +275,8 @@ def report(p: StudyParams, runs: list[Run], ranks: dict[int, str], ratios: dict[
         "Made by `python -m stages.run_study" + ("" if preset == "default" else
                                                  f" --preset {preset}") + "`; "
         "`python -m stages.run_study --collect-only` redraws it from the DVC experiments "
-        "(`dvc exp show`) without training.",
+        "(`dvc exp show`) without training, and `--collect-only --from-mlflow` from the "
+        "MLflow runs alone.",
     ]
     write_text(out.with_suffix(".md"), markdown(summary, found, fronts, setup, p.bootstrap))
     write_json(out.with_suffix(".json"), {
@@ -418,7 +374,11 @@ def main(a: argparse.Namespace) -> None:
               flush=True)
         if pending:
             run_points(pending, p.jobs)
-    runs = collect(todo)
+    if a.from_mlflow:  # the MLflow store alone: every point's run and its artifacts
+        tp = load_tracking(params)
+        runs = from_mlflow(todo, dataclasses.replace(tp, experiment=p.experiment))
+    else:
+        runs = from_dvc(todo, experiments())
     # Each invocation's wall time, kept: a later one that only redraws does not hide the
     # time the points took when they ran.
     log_path = a.out / "invocations.json"
@@ -438,6 +398,9 @@ def cli() -> None:
                         help="pick each method's learning rate (writes study.learning_rates)")
     parser.add_argument("--collect-only", action="store_true",
                         help="report from the finished experiments, no training")
+    parser.add_argument("--from-mlflow", action="store_true",
+                        help="read the points back from their MLflow runs (metrics and "
+                             "artifacts) instead of their DVC experiments")
     parser.add_argument("--out", type=Path, default=Path("reports/study"),
                         help="the report is <out>.md and <out>.json")
     parser.add_argument("--figure", type=Path, default=Path("reports/study/frontier.png"))

@@ -71,5 +71,14 @@ def test_study_two_workers_one_store_then_cached(tmp_path: Path, tiny_model: Pat
     again = study(repo)  # every point finished: nothing queued, only redrawn
     assert "10 points, 10 already done" in again and "queued" not in again
     redrawn = study(repo, "--collect-only")
-    assert json.loads((repo / "reports/study.json").read_text())["claims"]
+    from_dvc = json.loads((repo / "reports/study.json").read_text())
+    assert from_dvc["claims"]
     assert "run_study:" in redrawn
+    # the same tables from the MLflow store alone (runs' metrics and logged predictions)
+    study(repo, "--collect-only", "--from-mlflow")
+    from_mlflow = json.loads((repo / "reports/study.json").read_text())
+    assert from_mlflow["claims"] == from_dvc["claims"]
+    for config, point in from_dvc["points"].items():
+        for measure in ("learning", "general", "untrained", "elsewhere"):
+            assert from_mlflow["points"][config][measure] == point[measure], (config, measure)
+        assert from_mlflow["points"][config]["info"] == point["info"], config

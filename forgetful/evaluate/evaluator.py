@@ -49,9 +49,14 @@ class EvalParams:
     lm_eval_tasks: tuple[str, ...] = ()  # lm-evaluation-harness task names (optional dep)
     lm_eval_include: str = ""  # folder of extra lm-eval task YAMLs (e.g. over local files)
     lm_eval_limit: int = 0  # first N documents per lm-eval task (0 = all)
+    # prompts per greedy-decoding batch: each decoded token reads every weight once, however
+    # many prompts share the step, so on a CPU 64 cost little more than 16 (the default
+    # evaluation's 280 answers: 35.5 s against 46.6 s, the same answers)
+    generate_batch: int = 64
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "must be a positive integer")
+        require(self.generate_batch > 0, "generate_batch", "must be a positive integer")
         require(self.max_new_tokens > 0, "max_new_tokens", "must be a positive integer")
         require(self.max_test_examples >= 0, "max_test_examples", "must be >= 0")
         for name in self.general_suite:
@@ -71,7 +76,7 @@ def complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     prefix, p-tuning) are decoded by full forward passes instead (see generate_uncached)."""
     if not selectable(model):
         return generate_uncached(model, tokenizer, prompts, max_new_tokens)
-    return generate(model, tokenizer, prompts, max_new_tokens, p.batch_size)
+    return generate(model, tokenizer, prompts, max_new_tokens, p.generate_batch)
 
 
 def score_tasks(model: Any, tokenizer: Any, tests: dict[str, list[dict]],

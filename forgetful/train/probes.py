@@ -40,6 +40,7 @@ class ProbeParams:
     task_items: int = 40  # held-out test items per evaluated task
     max_new_tokens: int = 12  # answer budget for generative tasks during the probe
     batch_size: int = 16  # prompts per forward pass
+    generate_batch: int = 64  # prompts per greedy-decoding batch (evaluate.generate_batch)
     seed: int = 0  # which items are drawn
 
     def __post_init__(self) -> None:
@@ -50,6 +51,7 @@ class ProbeParams:
         require(self.task_items >= 0, "task_items", "must be >= 0")
         require(self.max_new_tokens > 0, "max_new_tokens", "must be a positive integer")
         require(self.batch_size > 0, "batch_size", "must be a positive integer")
+        require(self.generate_batch > 0, "generate_batch", "must be a positive integer")
 
 
 @dataclass
@@ -99,7 +101,8 @@ def run_probe(model: Any, tokenizer: Any, items: ProbeSet, p: ProbeParams) -> di
                 point["general"] = round(sum(r["acc"] for r in results) / len(results), 4)
             if items.tasks:
                 ep = EvalParams(batch_size=p.batch_size, max_new_tokens=p.max_new_tokens,
-                                max_test_examples=0, general_suite=())
+                                max_test_examples=0, general_suite=(),
+                                generate_batch=p.generate_batch)
                 scores, _ = score_tasks(model, tokenizer, items.tasks, ep, items.labels,
                                         answer_format=False)
                 point |= {task: s["score"] for task, s in scores.items()}

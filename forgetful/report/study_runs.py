@@ -1,0 +1,119 @@
+"""Where the study's points are read back from: their DVC experiments, or their MLflow runs.
+
+Either source gives the same `Run` per point (forgetful.report.study): the base and tuned
+per-item scores (reports/eval/{base,tuned}/predictions.jsonl), the forgetting report's
+metrics (which benchmark was trained), and the point's size and seconds. A point is any
+object with `name`, `config`, `sweep`, `seed` and `sets` (stages/run_study.py's Point).
+- `from_dvc`: each point's DVC experiment (the commit `dvc exp show` names), read with
+  dvc.api from the DVC cache;
+- `from_mlflow`: each point's MLflow run (run name = point name, in study.experiment):
+  its metrics, and the artifacts the report stage logs (report/forgetting.json and
+  eval/{base,tuned}/predictions.jsonl). Redraws the study from the MLflow store alone.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from forgetful.core import tracking
+from forgetful.core.config import ConfigError
+from forgetful.report.study import Run, make_run
+
+PREDICTIONS = {"base": "reports/eval/base/predictions.jsonl",
+               "tuned": "reports/eval/tuned/predictions.jsonl"}
+FORGETTING = "reports/metrics/forgetting.json"
+# the seconds a point spent in its own stages: training, the tuned model's evaluation, drift
+SECONDS = {"reports/metrics/train.json": ("train_seconds", "train.train_seconds"),
+           "reports/eval/tuned/scores.json": ("seconds", "eval.tuned.seconds"),
+           "reports/eval/drift/scores.json": ("seconds", "drift.seconds")}
+
+
+def learning_rate(point: Any) -> float:
+    return float(dict(s.split("=", 1) for s in point.sets)["train_adapter.learning_rate"])
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def from_dvc(points: list[Any], revs: dict[str, str]) -> list[Run]:
+    """Every point's per-item scores and metrics, read from its DVC experiment (`revs`:
+    experiment name -> commit)."""
+    import dvc.api
+
+    missing = [p.name for p in points if p.name not in revs]
+    if missing:
+        raise ConfigError(f"{len(missing)} points have no finished experiment (first: "
+                          f"{missing[0]}); run `python -m stages.run_study` without "
+                          "--collect-only")
+    runs = []
+    for point in points:
+        rev = revs[point.name]
+
+        def read(path: str, rev: str = rev) -> str:
+            return dvc.api.read(path, rev=rev)
+
+        train = json.loads(read("reports/metrics/train.json"))
+        seconds = 0.0
+        for path, (key, _) in SECONDS.items():  # a stage restored from the run cache
+            try:  # counts what it took when it ran
+                seconds += float(json.loads(read(path)).get(key) or 0)
+            except Exception:  # noqa: BLE001 - a metric file without the key counts 0
+                continue
+        info = {"trainable_params": train["trainable_params"],
+                "train_seconds": train["train_seconds"], "learning_rate": learning_rate(point),
+                "stage_seconds": round(seconds, 1), "rev": rev, "name": point.name}
+        runs.append(make_run(point.config, point.sweep, point.seed,
+                             jsonl(read(PREDICTIONS["base"])), jsonl(read(PREDICTIONS["tuned"])),
+                             json.loads(read(FORGETTING)), info))
+    return runs
+
+
+def from_mlflow(points: list[Any], tp: tracking.TrackingParams) -> list[Run]:
+    """Every point's per-item scores and metrics from its MLflow run (the newest finished
+    run of that name in tp.experiment that holds the report's artifacts)."""
+    c = tracking.client(tp)
+    experiment = c.get_experiment_by_name(tp.experiment)
+    if experiment is None:
+        raise ConfigError(f"{tracking.redact(tracking.tracking_uri(tp))} has no MLflow "
+                          f"experiment {tp.experiment!r} (study.experiment): no point was "
+                          "logged there")
+    found: dict[str, Any] = {}
+    for run in c.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",
+                             order_by=["attributes.start_time DESC"], max_results=50000):
+        found.setdefault(run.info.run_name, run)
+    missing = [p.name for p in points if p.name not in found]
+    if missing:
+        raise ConfigError(f"{len(missing)} points have no finished MLflow run in experiment "
+                          f"{tp.experiment!r} (first: {missing[0]}); run "
+                          "`python -m stages.run_study` first")
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for point in points:
+            run = found[point.name]
+            files = {}
+            for key, path in (("base", "eval/base/predictions.jsonl"),
+                              ("tuned", "eval/tuned/predictions.jsonl"),
+                              ("forgetting", "report/forgetting.json")):
+                try:  # a folder each: MLflow puts a file artifact at <dst>/<its name>
+                    files[key] = Path(c.download_artifacts(run.info.run_id, path,
+                                                           f"{tmp}/{run.info.run_id}/{key}"))
+                except Exception as err:  # noqa: BLE001 - MLflow's error for a missing file
+                    raise ConfigError(
+                        f"MLflow run {run.info.run_id} ({point.name}) has no artifact {path} "
+                        f"({type(err).__name__}): logged before the report stage logged "
+                        "predictions? Redraw from DVC instead (without --from-mlflow)") from err
+            m = run.data.metrics
+            info = {"trainable_params": int(m["train.trainable_params"]),
+                    "train_seconds": m["train.train_seconds"],
+                    "learning_rate": learning_rate(point),
+                    "stage_seconds": round(sum(m.get(k, 0.0) for _, k in SECONDS.values()), 1),
+                    "rev": run.info.run_id, "name": point.name}
+            runs.append(make_run(point.config, point.sweep, point.seed,
+                                 jsonl(files["base"].read_text()),
+                                 jsonl(files["tuned"].read_text()),
+                                 json.loads(files["forgetting"].read_text()), info))
+    return runs
