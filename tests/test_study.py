@@ -132,3 +132,24 @@ def test_points_cover_every_sweep_with_their_overrides() -> None:
     assert any(s.startswith("format_data.tasks.replay={source:self_distill") for s in replay.sets)
     again, _, _ = run_study.points(p, params, {"lora": 3e-3, "full": 1e-4})
     assert [pt.name for pt in again] == [pt.name for pt in todo]  # stable: re-runs skip them
+
+
+def test_redraw_from_mlflow_names_what_is_missing(tmp_path) -> None:
+    """--from-mlflow on a store without the study, or without a point's run, says which."""
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from forgetful.core.config import ConfigError
+    from forgetful.core.tracking import TrackingParams
+    from forgetful.report.study_runs import from_mlflow
+
+    tp = TrackingParams(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="study")
+    point = SimpleNamespace(name="method-lora-s0-abc123", config="method=lora",
+                            sweep="method", seed=0, sets=("train_adapter.learning_rate=0.001",))
+    with pytest.raises(ConfigError, match="has no MLflow experiment 'study'"):
+        from_mlflow([point], tp)
+    MlflowClient(tp.uri).create_experiment("study")
+    with pytest.raises(ConfigError, match=r"1 of 1 points have no finished MLflow run in "
+                                          r"experiment 'study' \(first: method-lora-s0-abc123"):
+        from_mlflow([point], tp)

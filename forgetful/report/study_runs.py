@@ -39,16 +39,20 @@ def jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line]
 
 
+def require_all(points: list[Any], have: dict[str, Any], what: str, fix: str) -> None:
+    missing = [p.name for p in points if p.name not in have]
+    if missing:
+        raise ConfigError(f"{len(missing)} of {len(points)} points have no {what} (first: "
+                          f"{missing[0]}); {fix}")
+
+
 def from_dvc(points: list[Any], revs: dict[str, str]) -> list[Run]:
     """Every point's per-item scores and metrics, read from its DVC experiment (`revs`:
     experiment name -> commit)."""
     import dvc.api
 
-    missing = [p.name for p in points if p.name not in revs]
-    if missing:
-        raise ConfigError(f"{len(missing)} points have no finished experiment (first: "
-                          f"{missing[0]}); run `python -m stages.run_study` without "
-                          "--collect-only")
+    require_all(points, revs, "finished DVC experiment",
+                "run `python -m stages.run_study` without --collect-only")
     runs = []
     for point in points:
         rev = revs[point.name]
@@ -74,7 +78,8 @@ def from_dvc(points: list[Any], revs: dict[str, str]) -> list[Run]:
 
 def from_mlflow(points: list[Any], tp: tracking.TrackingParams) -> list[Run]:
     """Every point's per-item scores and metrics from its MLflow run (the newest finished
-    run of that name in tp.experiment that holds the report's artifacts)."""
+    run of that name in tp.experiment); a run without the report's artifacts is an error
+    that names it."""
     c = tracking.client(tp)
     experiment = c.get_experiment_by_name(tp.experiment)
     if experiment is None:
@@ -85,11 +90,8 @@ def from_mlflow(points: list[Any], tp: tracking.TrackingParams) -> list[Run]:
     for run in c.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",
                              order_by=["attributes.start_time DESC"], max_results=50000):
         found.setdefault(run.info.run_name, run)
-    missing = [p.name for p in points if p.name not in found]
-    if missing:
-        raise ConfigError(f"{len(missing)} points have no finished MLflow run in experiment "
-                          f"{tp.experiment!r} (first: {missing[0]}); run "
-                          "`python -m stages.run_study` first")
+    require_all(points, found, f"finished MLflow run in experiment {tp.experiment!r}",
+                "run `python -m stages.run_study` first")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for point in points:
