@@ -16,7 +16,7 @@ outside, as our load is). Each measurement runs in its own process; the rounds a
 interleaved (every job once per round, --repeats rounds) and the report gives the median
 and range. It saves every step's loss of each trainer (both see the same batches in the
 same order) and the library versions, and counts the FLOPs each side performs
-(flops_per_batch) for the fraction of the machine's measured fp32 matmul peak.
+(flops_per_batch) for the fraction of the machine's measured fp32 matmul rate.
 
 It writes reports/speed/speed.{json,md} and the README's speed tables (between its
 README_BLOCK markers). Run (after `dvc repro`, which makes models/base and data/mixed):
@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 LM_EVAL_BATCHES = ("auto", 8, 16, 32, 64)  # searched once; the fastest is raced
-VERSIONED = ("torch", "transformers", "peft", "trl", "lm_eval", "accelerate", "datasets")
+BASELINES = ("trl", "lm-eval")  # versions recorded beside artifacts.package_versions
 
 
 def train_params(steps: int) -> Any:
@@ -309,13 +309,17 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def versions() -> dict[str, str]:
+    """What every stage records (artifacts.package_versions), the two baselines, the
+    machine."""
     from importlib import metadata
 
-    found = {"python": platform.python_version(), "machine": platform.machine(),
+    from forgetful.core.artifacts import package_versions
+
+    found = {**package_versions(), "machine": platform.machine(),
              "cpu_count": str(os.cpu_count())}
-    for name in VERSIONED:
+    for name in BASELINES:
         try:
-            found[name] = metadata.version(name.replace("_", "-"))
+            found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     return found

@@ -31,6 +31,19 @@ def seconds(path: str, key: str) -> float | None:
     return json.loads(file.read_text()).get(key) if file.exists() else None
 
 
+# stage -> (its row in the table, the metrics file and key of the stage's own timer)
+OWN_TIMERS = {
+    "train_adapter": ("train_adapter (training loop, probes included)",
+                      "reports/metrics/train.json", "train_seconds"),
+    "merge_adapter": ("merge_adapter (merge + logit check)", "reports/metrics/merge.json",
+                      "seconds"),
+    "evaluate@base": ("evaluate@base", "reports/eval/base/scores.json", "seconds"),
+    "evaluate@tuned": ("evaluate@tuned", "reports/eval/tuned/scores.json", "seconds"),
+    "measure_drift": ("measure_drift", "reports/eval/drift/scores.json", "seconds"),
+}
+PROBES = "  of which forgetting probes"
+
+
 def compare(before: Path, after: Path, out: Path) -> None:
     """Two runs' JSONs side by side (e.g. `dvc repro -f` before and after a speed-up):
     out.json holds both, out.md the table of stage wall times and the totals."""
@@ -42,13 +55,8 @@ def compare(before: Path, after: Path, out: Path) -> None:
              "stage\" line to the next (start-up, imports, model loads, DVC's hashing "
              "included); in brackets the stage's own timer.", "",
              "| stage | before (s) | after (s) | after / before |", "|---|---:|---:|---:|"]
-    own = {"train_adapter": "train_adapter (training loop, probes included)",
-           "merge_adapter": "merge_adapter (merge + logit check)",
-           "evaluate@base": "evaluate@base", "evaluate@tuned": "evaluate@tuned",
-           "measure_drift": "measure_drift"}
-
     def cell(run: dict, stage: str) -> str:
-        timer = run["stages_seconds"].get(own.get(stage, ""))
+        timer = run["stages_seconds"].get(OWN_TIMERS.get(stage, ("",))[0])
         return f"{run['stage_wall_seconds'][stage]:.1f}" + (f" ({timer:.1f})" if timer else "")
 
     for stage, wall in b["stage_wall_seconds"].items():
@@ -86,14 +94,11 @@ def main() -> None:
     ends = [t for _, t in marks[1:]] + [started + total]
     walls = {name: round(end - t, 1) for (name, t), end in zip(marks, ends, strict=True)}
     train = json.loads(Path("reports/metrics/train.json").read_text())
-    stages = {
-        "train_adapter (training loop, probes included)": train.get("train_seconds"),
-        "  of which forgetting probes": train.get("probe_seconds"),
-        "merge_adapter (merge + logit check)": seconds("reports/metrics/merge.json", "seconds"),
-        "evaluate@base": seconds("reports/eval/base/scores.json", "seconds"),
-        "evaluate@tuned": seconds("reports/eval/tuned/scores.json", "seconds"),
-        "measure_drift": seconds("reports/eval/drift/scores.json", "seconds"),
-    }
+    stages = {}
+    for stage, (label, path, key) in OWN_TIMERS.items():
+        stages[label] = seconds(path, key)
+        if stage == "train_adapter":
+            stages[PROBES] = train.get("probe_seconds")
     result = {"command": " ".join(a.command), "label": a.label or " ".join(a.command),
               "total_seconds": total, "stages_seconds": stages, "stage_wall_seconds": walls,
               "train": {k: train.get(k) for k in ("steps", "tokens_per_s", "probes")},
