@@ -452,11 +452,7 @@ def main() -> None:
     if a.redraw:  # the tables again from speed.json, nothing measured
         saved = json.loads((a.out / "speed.json").read_text())
         config, vers = saved.pop("config"), saved.pop("versions")
-        text = markdown(saved, config, vers)
-        (a.out / "speed.md").write_text(text)
-        if a.out.resolve() == (ROOT / "reports/speed").resolve():
-            readme(ROOT / "README.md", text)
-        print(text)
+        publish(markdown(saved, config, vers), a.out)
         return
     argv = list(sys.argv[1:])
     search = {f"eval_lm_eval_{b}": in_subprocess(f"eval_lm_eval_{b}", argv)
@@ -476,27 +472,23 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "speed.json").write_text(json.dumps(
         {"config": config, "versions": vers, **summary}, indent=2) + "\n")
-    text = markdown(summary, config, vers)
-    (a.out / "speed.md").write_text(text)
-    if a.out.resolve() == (ROOT / "reports/speed").resolve():
-        readme(ROOT / "README.md", text)
-    print(text)
+    publish(markdown(summary, config, vers), a.out)
 
 
 README_BLOCK = ("<!-- speed: written by benchmarks/speed.py from reports/speed/speed.md -->",
                 "<!-- /speed -->")
 
 
-def readme(path: Path, text: str) -> None:
-    """The README's speed tables are speed.md's, between the two README_BLOCK markers."""
-    start, end = README_BLOCK
-    page = path.read_text()
-    if start not in page or end not in page:
-        print(f"{path}: no {start} ... {end} block; README not updated")
-        return
-    body = text.split("\n", 2)[2]  # without speed.md's title line
-    head, rest = page.split(start, 1)
-    path.write_text(f"{head}{start}\n{body}{end}{rest.split(end, 1)[1]}")
+def publish(text: str, out: Path) -> None:
+    """speed.md; and, for reports/speed, the README's speed tables (speed.md without its
+    title line, between the README_BLOCK markers)."""
+    from forgetful.report.readme import write_between
+
+    (out / "speed.md").write_text(text)
+    if out.resolve() == (ROOT / "reports/speed").resolve():
+        if not write_between(ROOT / "README.md", *README_BLOCK, text.split("\n", 2)[2]):
+            print(f"README.md: no {README_BLOCK[0]} ... {README_BLOCK[1]} block; not updated")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ Run:    python -m stages.run_study --lr-sweep        # once: the learning rates,
         python -m stages.run_study [--preset quick]  # queue, run, collect, report
         python -m stages.run_study --collect-only    # tables and figures from DVC alone
         python -m stages.run_study --collect-only --from-mlflow  # ... from MLflow alone
+        python -m stages.run_study --backfill-mlflow  # older runs' per-item scores, from DVC
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ from forgetful.core.artifacts import package_versions, read_json, write_json, wr
 from forgetful.core.cli import run_stage
 from forgetful.core.config import ConfigError, build, load_params, require, section
 from forgetful.core.tracking import load as load_tracking
+from forgetful.report.readme import write_between
 from forgetful.report.study import Run, claims, frontier, markdown, plot, summarise
-from forgetful.report.study_runs import from_dvc, from_mlflow
+from forgetful.report.study_runs import backfill_mlflow, from_dvc, from_mlflow
 from forgetful.train.methods import METHODS
 
+README_BLOCK = ("<!-- study: written by stages/run_study.py from reports/study.md -->",
+                "<!-- /study -->")
 FAMILY_GRIDS = {  # learning rates tried per method: three around each family's usual value
     "lora": [3e-4, 1e-3, 3e-3], "dora": [3e-4, 1e-3, 3e-3], "rslora": [3e-4, 1e-3, 3e-3],
     "adalora": [1e-3, 3e-3, 1e-2], "ia3": [2e-3, 6e-3, 2e-2],
@@ -278,7 +282,13 @@ def report(p: StudyParams, runs: list[Run], ranks: dict[int, str], ratios: dict[
         "(`dvc exp show`) without training, and `--collect-only --from-mlflow` from the "
         "MLflow runs alone.",
     ]
-    write_text(out.with_suffix(".md"), markdown(summary, found, fronts, setup, p.bootstrap))
+    text = markdown(summary, found, fronts, setup, p.bootstrap)
+    write_text(out.with_suffix(".md"), text)
+    if preset == "default" and out == Path("reports/study"):  # the README shows this one
+        body = text.split("\n", 2)[2].replace("](study/", "](reports/study/")
+        if not write_between("README.md", *README_BLOCK, body):
+            print(f"run_study: README.md has no {README_BLOCK[0]} ... {README_BLOCK[1]} "
+                  "block; not updated")
     write_json(out.with_suffix(".json"), {
         "preset": preset, "invocations": log, "points": summary, "claims": found,
         "frontiers": fronts, "versions": package_versions()})
@@ -365,6 +375,12 @@ def main(a: argparse.Namespace) -> None:
         return
     lrs = learning_rates(p)
     todo, ranks, ratios = points(p, params, lrs)
+    if a.backfill_mlflow:
+        tp = dataclasses.replace(load_tracking(params), experiment=p.experiment)
+        filled = backfill_mlflow(todo, experiments(), tp)
+        print(f"run_study: per-item scores copied from DVC into {len(filled)} MLflow runs"
+              + "".join(f"\n  {name}" for name in filled))
+        return
     started = time.perf_counter()
     pending: list[Point] = []
     if not a.collect_only:
@@ -401,6 +417,10 @@ def cli() -> None:
     parser.add_argument("--from-mlflow", action="store_true",
                         help="read the points back from their MLflow runs (metrics and "
                              "artifacts) instead of their DVC experiments")
+    parser.add_argument("--backfill-mlflow", action="store_true",
+                        help="copy per-item scores from the DVC experiments into the MLflow "
+                             "runs that lack them (points logged before the report stage "
+                             "logged them), so --from-mlflow can redraw every point")
     parser.add_argument("--out", type=Path, default=Path("reports/study"),
                         help="the report is <out>.md and <out>.json")
     parser.add_argument("--figure", type=Path, default=Path("reports/study/frontier.png"))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from forgetful.report.readme import write_between
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("speed", ROOT / "benchmarks" / "speed.py")
 speed = importlib.util.module_from_spec(spec)
@@ -40,13 +42,22 @@ def test_readme_block_is_replaced_and_nothing_else(tmp_path: Path) -> None:
     start, end = speed.README_BLOCK
     page = tmp_path / "README.md"
     page.write_text(f"intro\n{start}\nold table\n{end}\nafter\n")
-    speed.readme(page, "# Speed benchmark\n\nnew table\n")
+    assert write_between(page, start, end, "new table\n")
     assert page.read_text() == f"intro\n{start}\nnew table\n{end}\nafter\n"
 
 
 def test_readme_without_the_block_is_left_alone(tmp_path: Path) -> None:
-    text = "no markers at all\n"
+    start, end = speed.README_BLOCK
     page = tmp_path / "README.md"
-    page.write_text(text)
-    speed.readme(page, "# Speed benchmark\n\nnew\n")
-    assert page.read_text() == text
+    for text in ("no markers at all\n", f"{end} before {start}\n", f"only {start}\n"):
+        page.write_text(text)
+        assert not write_between(page, start, end, "new\n")
+        assert page.read_text() == text
+
+
+def test_the_readme_has_every_generated_block() -> None:
+    from stages import run_study
+
+    page = (ROOT / "README.md").read_text()
+    for start, end in (speed.README_BLOCK, run_study.README_BLOCK):
+        assert start in page and end in page.split(start, 1)[1], start

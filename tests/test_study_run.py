@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -23,13 +25,13 @@ STUDY = {"seeds": 2, "jobs": 2, "experiment": "study", "max_steps": 4,
          "presets": {}}
 
 
-def study(repo: Path, *args: str) -> str:
+def study(repo: Path, *args: str, ok: bool = True) -> str:
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-m", "stages.run_study", *args], cwd=repo,
                           capture_output=True, text=True, timeout=1500,
                           env={**__import__("os").environ, **env})
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return done.stdout
+    assert (done.returncode == 0) == ok, done.stdout[-4000:] + done.stderr[-4000:]
+    return done.stdout + done.stderr
 
 
 def test_study_two_workers_one_store_then_cached(tmp_path: Path, tiny_model: Path) -> None:
@@ -82,3 +84,16 @@ def test_study_two_workers_one_store_then_cached(tmp_path: Path, tiny_model: Pat
         for measure in ("learning", "general", "untrained", "elsewhere"):
             assert from_mlflow["points"][config][measure] == point[measure], (config, measure)
         assert from_mlflow["points"][config]["info"] == point["info"], config
+
+    # a run logged before the report stage logged per-item scores: the MLflow redraw names
+    # it; --backfill-mlflow copies its scores from its DVC experiment, then the redraw works
+    old = runs[0]
+    shutil.rmtree(Path(urlparse(old.info.artifact_uri).path) / "eval")
+    refused = study(repo, "--collect-only", "--from-mlflow", ok=False)
+    assert old.info.run_name in refused and "--backfill-mlflow" in refused
+    filled = study(repo, "--backfill-mlflow")
+    assert "into 1 MLflow runs" in filled and old.info.run_name in filled
+    assert "into 0 MLflow runs" in study(repo, "--backfill-mlflow")  # nothing left to copy
+    study(repo, "--collect-only", "--from-mlflow")
+    assert json.loads((repo / "reports/study.json").read_text())["points"] == \
+        from_mlflow["points"]

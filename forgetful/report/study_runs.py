@@ -9,6 +9,8 @@ object with `name`, `config`, `sweep`, `seed` and `sets` (stages/run_study.py's 
 - `from_mlflow`: each point's MLflow run (run name = point name, in study.experiment):
   its metrics, and the artifacts the report stage logs (report/forgetting.json and
   eval/{base,tuned}/predictions.jsonl). Redraws the study from the MLflow store alone.
+- `backfill_mlflow`: gives the runs of points logged before the report stage logged the
+  per-item scores those scores, from the point's DVC experiment (checked to be the same run).
 """
 
 from __future__ import annotations
@@ -76,10 +78,9 @@ def from_dvc(points: list[Any], revs: dict[str, str]) -> list[Run]:
     return runs
 
 
-def from_mlflow(points: list[Any], tp: tracking.TrackingParams) -> list[Run]:
-    """Every point's per-item scores and metrics from its MLflow run (the newest finished
-    run of that name in tp.experiment); a run without the report's artifacts is an error
-    that names it."""
+def finished_runs(points: list[Any], tp: tracking.TrackingParams) -> tuple[Any, dict[str, Any]]:
+    """The MLflow client and each point's newest finished run of its name in tp.experiment;
+    a point without one is an error."""
     c = tracking.client(tp)
     experiment = c.get_experiment_by_name(tp.experiment)
     if experiment is None:
@@ -92,6 +93,14 @@ def from_mlflow(points: list[Any], tp: tracking.TrackingParams) -> list[Run]:
         found.setdefault(run.info.run_name, run)
     require_all(points, found, f"finished MLflow run in experiment {tp.experiment!r}",
                 "run `python -m stages.run_study` first")
+    return c, found
+
+
+def from_mlflow(points: list[Any], tp: tracking.TrackingParams) -> list[Run]:
+    """Every point's per-item scores and metrics from its MLflow run (the newest finished
+    run of that name in tp.experiment); a run without the report's artifacts is an error
+    that names it."""
+    c, found = finished_runs(points, tp)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for point in points:
@@ -107,7 +116,9 @@ def from_mlflow(points: list[Any], tp: tracking.TrackingParams) -> list[Run]:
                     raise ConfigError(
                         f"MLflow run {run.info.run_id} ({point.name}) has no artifact {path} "
                         f"({type(err).__name__}): logged before the report stage logged "
-                        "predictions? Redraw from DVC instead (without --from-mlflow)") from err
+                        "predictions? `python -m stages.run_study --backfill-mlflow` copies "
+                        "them from its DVC experiment, or redraw from DVC (without "
+                        "--from-mlflow)") from err
             m = run.data.metrics
             info = {"trainable_params": int(m["train.trainable_params"]),
                     "train_seconds": m["train.train_seconds"],
@@ -119,3 +130,38 @@ def from_mlflow(points: list[Any], tp: tracking.TrackingParams) -> list[Run]:
                                  jsonl(files["tuned"].read_text()),
                                  json.loads(files["forgetting"].read_text()), info))
     return runs
+
+
+def backfill_mlflow(points: list[Any], revs: dict[str, str], tp: tracking.TrackingParams
+                    ) -> list[str]:
+    """Log eval/{base,tuned}/predictions.jsonl into every point's MLflow run that lacks them
+    (a run logged before the report stage logged them), read from the point's DVC
+    experiment (`revs`: name -> commit). The run must be that experiment's: its
+    report/forgetting.json artifact must equal the experiment's forgetting metrics, else an
+    error names the point. Returns the names of the points given their scores."""
+    import dvc.api
+
+    require_all(points, revs, "finished DVC experiment to copy the scores from",
+                "run `python -m stages.run_study` without --collect-only")
+    c, found = finished_runs(points, tp)
+    done = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for point in points:
+            run_id = found[point.name].info.run_id
+            if all(c.list_artifacts(run_id, f"eval/{key}") for key in PREDICTIONS):
+                continue
+            rev = revs[point.name]
+            logged = Path(c.download_artifacts(run_id, "report/forgetting.json",
+                                               f"{tmp}/{point.name}/check"))
+            if json.loads(logged.read_text()) != json.loads(dvc.api.read(FORGETTING, rev=rev)):
+                raise ConfigError(
+                    f"MLflow run {run_id} ({point.name}) is not the run of DVC experiment "
+                    f"{rev[:7]}: their forgetting reports differ; not copying its scores "
+                    "(re-run the point: `dvc exp remove` it, then `python -m stages.run_study`)")
+            for key, path in PREDICTIONS.items():
+                file = Path(tmp, point.name, key, "predictions.jsonl")
+                file.parent.mkdir(parents=True)
+                file.write_text(dvc.api.read(path, rev=rev))
+                c.log_artifact(run_id, str(file), f"eval/{key}")
+            done.append(point.name)
+    return done
