@@ -119,7 +119,7 @@ def test_method_trains_saves_reloads_and_merges(data: tuple[Path, dict], tmp_pat
 def test_unmerged_decoding_follows_the_forward_pass(data: tuple[Path, dict], method: str) -> None:
     """generate() on prompt-learning PEFT models drifts from their forward pass
     (transformers 5.24, peft 0.21); evaluate's decoder must not, for any unmerged adapter
-    (the training probe decodes them unmerged)."""
+    (the training probe decodes them unmerged), batched and left-padded."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -137,21 +137,26 @@ def test_unmerged_decoding_follows_the_forward_pass(data: tuple[Path, dict], met
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 2.0)
     tok = AutoTokenizer.from_pretrained(root / "base")
-    prompt = "What is the capital of France?"
-    ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    # prompts of different lengths, two to a batch: left padding in the first batch
+    prompts = ["What is the capital of France?", "Name a colour.",
+               "Charlie the cat roamed the garden at night. What is the name of the cat?"]
     want = []
     with torch.no_grad():
-        for _ in range(6):
-            token = int(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1]
-                        .argmax())
-            if token == tok.eos_token_id:
-                break
-            want.append(token)
-            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
-    eval_params = evaluator.EvalParams(batch_size=4, max_new_tokens=6, max_test_examples=0,
-                                      general_suite=())
-    got = evaluator.complete(model, tok, [prompt], 6, eval_params)  # what evaluate decodes
-    assert got == [tok.decode(want, skip_special_tokens=True).strip()]
+        for prompt in prompts:  # the model's own forward pass, one prompt, no cache
+            ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+            made = []
+            for _ in range(6):
+                token = int(model(input_ids=ids, attention_mask=torch.ones_like(ids))
+                            .logits[0, -1].argmax())
+                if token == tok.eos_token_id:
+                    break
+                made.append(token)
+                ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+            want.append(tok.decode(made, skip_special_tokens=True).strip())
+    eval_params = evaluator.EvalParams(batch_size=4, generate_batch=2, max_new_tokens=6,
+                                      max_test_examples=0, general_suite=())
+    got = evaluator.complete(model, tok, prompts, 6, eval_params)  # what evaluate decodes
+    assert got == want
 
 
 def test_method_blocks_are_validated_before_loading() -> None:

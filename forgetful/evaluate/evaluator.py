@@ -27,7 +27,7 @@ from forgetful.evaluate.benchmarks import (
 from forgetful.evaluate.heads import selectable
 from forgetful.evaluate.scoring import (
     generate,
-    generate_uncached,
+    generate_prompt_learning,
     label_choice,
     load_for_eval,
     multiple_choice,
@@ -73,9 +73,11 @@ class EvalParams:
 def complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
              p: EvalParams) -> list[str]:
     """Greedy answers, batched with the KV cache; unmerged prompt-learning adapters (prompt,
-    prefix, p-tuning) are decoded by full forward passes instead (see generate_uncached)."""
+    prefix, p-tuning) by our own decoding loop instead of `generate` (see
+    generate_prompt_learning)."""
     if not selectable(model):
-        return generate_uncached(model, tokenizer, prompts, max_new_tokens)
+        return generate_prompt_learning(model, tokenizer, prompts, max_new_tokens,
+                                        p.generate_batch)
     return generate(model, tokenizer, prompts, max_new_tokens, p.generate_batch)
 
 

@@ -8,6 +8,7 @@ highest summed log-probability, `acc_norm` divides it by the choice's length in 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -224,26 +225,66 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     return outputs
 
 
-def generate_uncached(model: Any, tokenizer: Any, prompts: list[str],
-                      max_new_tokens: int) -> list[str]:
-    """Greedy completions by full forward passes, one prompt at a time, no KV cache.
+def generate_prompt_learning(model: Any, tokenizer: Any, prompts: list[str],
+                             max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy completions for unmerged prompt-learning adapters (prompt, p- and prefix
+    tuning), batched with a KV cache, without PEFT's `generate`.
 
-    For unmerged prompt-learning adapters: with transformers 5.24 and peft 0.21,
-    `generate` on prefix-, prompt- and p-tuning models diverges from the model's own
-    forward pass after the first tokens (the prefix cache is dropped or misplaced;
-    tests/test_methods.py shows it), so they are decoded with the forward pass that
-    training and log-likelihood scoring use. No padding, so no position shifts either."""
+    With transformers 5.24 and peft 0.21, `generate` on these models diverges from the
+    model's own forward pass after the first tokens (the prefix cache is dropped or
+    misplaced; tests/test_methods.py shows it). Here the trained inputs go in once, as
+    PEFT's forward puts them (virtual-token embeddings before the prompt, or key/value
+    prefixes in the cache), and then one token a step through the base model and the
+    cache. Prompts are left-padded; each row's position ids count only its own tokens, so
+    it sees the positions it would alone (the test decodes the same tokens as full forward
+    passes, one prompt at a time)."""
+    from peft import PeftType
+
+    config = model.active_peft_config
+    virtual = config.num_virtual_tokens
+    prefix = config.peft_type == PeftType.PREFIX_TUNING
+    base = model.get_base_model()
+    # transformers 5.24 renamed the cache argument and output `past_key_values` -> `cache`
+    name = "cache" if "cache" in inspect.signature(base.forward).parameters else \
+        "past_key_values"
     device = next(model.parameters()).device
-    outputs = []
-    for prompt in progress(prompts, "generation (uncached)"):
-        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
-        start = ids.shape[1]
-        for _ in range(max_new_tokens):
-            with torch.no_grad():
-                logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-            token = int(logits[0, -1].argmax())
-            if token == tokenizer.eos_token_id:
-                break
-            ids = torch.cat([ids, torch.tensor([[token]], device=device)], dim=1)
-        outputs.append(tokenizer.decode(ids[0, start:], skip_special_tokens=True).strip())
+    tokenizer.padding_side = "left"
+    outputs = [""] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    for start in progress(range(0, len(order), batch_size), "generation batches"):
+        idx = order[start : start + batch_size]
+        batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(device)
+        ids, rows = batch["input_ids"], len(idx)
+        mask = torch.cat([torch.ones(rows, virtual, dtype=batch["attention_mask"].dtype,
+                                     device=device), batch["attention_mask"]], dim=1)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        with torch.no_grad():
+            if prefix:  # the prefixes are the cache's first `virtual` positions
+                cache = model.get_prompt(rows, max_cache_len=mask.shape[1] + max_new_tokens)
+                out = base(input_ids=ids, attention_mask=mask, position_ids=positions[:, virtual:],
+                           use_cache=True, logits_to_keep=1, **{name: cache})
+            else:  # the virtual tokens' embeddings before the prompt's
+                embeds = model.word_embeddings(ids)
+                embeds = torch.cat([model.get_prompt(batch_size=rows).to(embeds.dtype), embeds],
+                                   dim=1)
+                out = base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                           use_cache=True, logits_to_keep=1)
+            last = positions[:, -1:]
+            tokens, finished = [], torch.zeros(rows, dtype=torch.bool, device=device)
+            for step in range(max_new_tokens):
+                token = out.logits[:, -1].argmax(-1)
+                tokens.append(token)
+                finished |= token == tokenizer.eos_token_id
+                if bool(finished.all()) or step == max_new_tokens - 1:
+                    break
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                last = last + 1
+                out = base(input_ids=token[:, None], attention_mask=mask, position_ids=last,
+                           use_cache=True, logits_to_keep=1, **{name: getattr(out, name)})
+        for row, i in enumerate(idx):
+            made = [int(t[row]) for t in tokens]
+            if tokenizer.eos_token_id in made:  # cut at the end of sequence
+                made = made[: made.index(tokenizer.eos_token_id)]
+            outputs[i] = tokenizer.decode(made, skip_special_tokens=True).strip()
     return outputs
