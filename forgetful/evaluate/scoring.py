@@ -9,6 +9,7 @@ highest summed log-probability, `acc_norm` divides it by the choice's length in 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -204,17 +205,24 @@ def load_for_eval(model_dir: Any) -> tuple[Any, Any]:
     return model.to(device).eval(), tokenizer
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
-             batch_size: int) -> list[str]:
-    """Greedy completions (left-padded batches), cut at the end-of-sequence token."""
+def left_padded_batches(model: Any, tokenizer: Any, prompts: list[str], batch_size: int
+                        ) -> Iterator[tuple[list[int], Any]]:
+    """The prompts in left-padded batches on the model's device, longest first (little
+    padding): (their indices in `prompts`, the tokenized batch)."""
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
-    outputs = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     for start in progress(range(0, len(order), batch_size), "generation batches"):
         idx = order[start : start + batch_size]
-        batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(device)
+        yield idx, tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                             add_special_tokens=False).to(device)
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
+             batch_size: int) -> list[str]:
+    """Greedy completions (left-padded batches), cut at the end-of-sequence token."""
+    outputs = [""] * len(prompts)
+    for idx, batch in left_padded_batches(model, tokenizer, prompts, batch_size):
         with torch.no_grad():
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
@@ -248,13 +256,8 @@ def generate_prompt_learning(model: Any, tokenizer: Any, prompts: list[str],
     name = "cache" if "cache" in inspect.signature(base.forward).parameters else \
         "past_key_values"
     device = next(model.parameters()).device
-    tokenizer.padding_side = "left"
     outputs = [""] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    for start in progress(range(0, len(order), batch_size), "generation batches"):
-        idx = order[start : start + batch_size]
-        batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(device)
+    for idx, batch in left_padded_batches(model, tokenizer, prompts, batch_size):
         ids, rows = batch["input_ids"], len(idx)
         mask = torch.cat([torch.ones(rows, virtual, dtype=batch["attention_mask"].dtype,
                                      device=device), batch["attention_mask"]], dim=1)
