@@ -375,8 +375,8 @@ def main(a: argparse.Namespace) -> None:
         return
     lrs = learning_rates(p)
     todo, ranks, ratios = points(p, params, lrs)
+    tp = dataclasses.replace(load_tracking(params), experiment=p.experiment)  # the study's runs
     if a.backfill_mlflow:
-        tp = dataclasses.replace(load_tracking(params), experiment=p.experiment)
         filled = backfill_mlflow(todo, experiments(), tp)
         print(f"run_study: per-item scores copied from DVC into {len(filled)} MLflow runs"
               + "".join(f"\n  {name}" for name in filled))
@@ -391,8 +391,7 @@ def main(a: argparse.Namespace) -> None:
         if pending:
             run_points(pending, p.jobs)
     if a.from_mlflow:  # the MLflow store alone: every point's run and its artifacts
-        tp = load_tracking(params)
-        runs = from_mlflow(todo, dataclasses.replace(tp, experiment=p.experiment))
+        runs = from_mlflow(todo, tp)
     else:
         runs = from_dvc(todo, experiments())
     # Each invocation's wall time, kept: a later one that only redraws does not hide the
