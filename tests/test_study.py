@@ -6,8 +6,10 @@ import pytest
 
 from forgetful.report.study import (
     Run,
+    at_floor,
     claims,
     frontier,
+    markdown,
     measure_bootstrap,
     paired,
     sets,
@@ -84,6 +86,16 @@ def test_frontier_and_claims_from_synthetic_runs() -> None:
     assert found["(b)"]["verdict"] == "supported" and "smallest ratio" in found["(b)"]["evidence"]
     assert found["(c)"]["verdict"] == "supported" and "gains differ" in found["(c)"]["evidence"]
     assert found["(d)"]["verdict"] == "supported"  # rank 2 kept more than rank 16
+    # replay=0.0 answered no untrained item at any seed: the report names it at the floor
+    assert points["replay=0.0"]["floor"] == ["u"] and points["method=full"]["floor"] == []
+    text = markdown(points, list(found.values()), {}, [], 200)
+    assert "At the floor on u: replay=0.0 answered none of its items" in text
+
+
+def test_a_floor_needs_every_seed_at_zero() -> None:
+    runs = [run("x", 0, {"u": 0.0}), run("x", 1, {"u": 0.0})]
+    assert at_floor(runs) == ["u"]
+    assert at_floor(runs + [run("x", 2, {"u": 0.05})]) == []
 
 
 def test_lr_sweep_steps_past_an_edge_and_resumes(tmp_path, monkeypatch) -> None:

@@ -105,15 +105,25 @@ def verdict(ci: list[float] | None, claimed: str) -> str:
     return "supported" if above == (claimed == "above") else "not supported"
 
 
+def at_floor(runs: list[Run]) -> list[str]:
+    """The untrained tasks on which every run scored no item at all: there the change is
+    minus the base score, the most it can fall, so configurations at the floor are not
+    told apart by that task (only by the general suite)."""
+    tasks = [name for name, kind in runs[0].kinds.items() if kind == "untrained task"]
+    return [t for t in tasks if all(not any(r.tuned[t].values()) for r in runs)]
+
+
 def summarise(runs: list[Run], resamples: int, seed: int) -> dict[str, dict[str, Any]]:
-    """Per configuration: each measure with its interval, and the runs' info averaged."""
+    """Per configuration: each measure with its interval, the untrained tasks it scored
+    nothing on (`at_floor`), and the runs' info averaged."""
     out: dict[str, dict[str, Any]] = {}
     for config in dict.fromkeys(r.config for r in runs):
         mine = sorted((r for r in runs if r.config == config), key=lambda r: r.seed)
         row: dict[str, Any] = {"config": config, "sweep": mine[0].sweep, "seeds": len(mine),
                                "runs": [{"seed": r.seed, **{k: v for k, v in r.info.items()
                                                             if isinstance(v, str)}}
-                                        for r in mine], "info": {}}
+                                        for r in mine], "info": {},
+                               "floor": at_floor(mine)}
         for key in mine[0].info:  # numbers: the mean over seeds
             values = [r.info.get(key) for r in mine]
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -254,6 +264,15 @@ def markdown(points: dict[str, dict[str, Any]], found: list[dict[str, Any]],
             f"{info.get('stage_seconds', 0):.0f} | {interval(p['learning'])} | "
             f"{interval(p['general'])} | {interval(p['untrained'])} | "
             f"{interval(p['elsewhere'])} | {'yes' if name in on_front else ''} |")
+    floors: dict[str, list[str]] = {}
+    for name, p in points.items():
+        for task in p.get("floor", []):
+            floors.setdefault(task, []).append(name)
+    for task, names in floors.items():
+        lines += ["", f"At the floor on {task}: {', '.join(names)} answered none of its "
+                  f"items right at any seed: the change on {task} is minus the base score, "
+                  "the most it can fall (a floor, not a measure of how much more was "
+                  "forgotten; the general suite still tells these apart)."]
     comps = [cmp for c in found for cmp in c["comparisons"]]
     if comps:
         lines += ["", "## Paired comparisons", "",
