@@ -119,7 +119,7 @@ def test_method_trains_saves_reloads_and_merges(data: tuple[Path, dict], tmp_pat
 def test_unmerged_decoding_follows_the_forward_pass(data: tuple[Path, dict], method: str) -> None:
     """generate() on prompt-learning PEFT models drifts from their forward pass
     (transformers 5.24, peft 0.21); evaluate's decoder must not, for any unmerged adapter
-    (the training probe decodes them unmerged), batched and left-padded."""
+    (the training probe decodes them unmerged), batched and padded."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -137,9 +137,11 @@ def test_unmerged_decoding_follows_the_forward_pass(data: tuple[Path, dict], met
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 2.0)
     tok = AutoTokenizer.from_pretrained(root / "base")
-    # prompts of different lengths, two to a batch: left padding in the first batch
-    prompts = ["What is the capital of France?", "Name a colour.",
-               "Charlie the cat roamed the garden at night. What is the name of the cat?"]
+    # prompts of different lengths that begin alike, two to a batch: the first batch is
+    # padded after its shared tokens (which merged-style decoding runs once for all rows)
+    prompts = [f"Answer in a word, please. {q}" for q in (
+        "What is the capital of France?", "Name a colour.",
+        "Charlie the cat roamed the garden at night. What is the name of the cat?")]
     want = []
     with torch.no_grad():
         for prompt in prompts:  # the model's own forward pass, one prompt, no cache

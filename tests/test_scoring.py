@@ -14,6 +14,9 @@ from forgetful.evaluate.scoring import (
     generate,
     loglikelihoods,
     multiple_choice,
+    prefix_padded_batches,
+    shared_cache,
+    shared_length,
 )
 
 
@@ -109,6 +112,36 @@ def test_multiple_choice_acc_and_acc_norm(model_and_tokenizer, monkeypatch) -> N
     results = multiple_choice(model, tok, [{"context": "Q", "choices": ["a", "bbbb"],
                                             "answer": 0}], batch_size=2)
     assert results == [{"acc": 1, "acc_norm": 0}]
+
+
+def test_shared_prefix_decoding_equals_plain_generate(model_and_tokenizer) -> None:
+    """Prompts that begin alike (as a chat template's system prompt makes them): the
+    shared tokens are run once and copied to every row, the rest padded after them; each
+    answer must be what transformers' generate gives the prompt alone, unpadded."""
+    model, tok = model_and_tokenizer
+    system = "You are a helpful assistant. Answer in one word. "
+    prompts = [system + q for q in ("What is the capital of France?", "Hi",
+                                    "Name three colours please now, quickly")]
+    idx, shared, batch = next(prefix_padded_batches(model, tok, prompts, batch_size=3))
+    assert shared == shared_length([tok(p, add_special_tokens=False).input_ids
+                                    for p in prompts]) > 5
+    assert shared_cache(model, batch, shared) is not None  # the shared path is taken
+    assert batch["attention_mask"][:, shared].tolist().count(0) == 2  # padded after them
+    ours = generate(model, tok, prompts, max_new_tokens=6, batch_size=3)
+    for prompt, answer in zip(prompts, ours, strict=True):
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=6, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+        assert answer == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_shared_length_leaves_every_prompt_a_token() -> None:
+    assert shared_length([[1, 2, 3], [1, 2, 4]]) == 2
+    assert shared_length([[1, 2], [1, 2, 3]]) == 1  # [1, 2] keeps its last token
+    assert shared_length([[5, 6, 7]]) == 2
+    assert shared_length([[1], [2]]) == 0 and shared_length([[], [1]]) == 0
 
 
 def test_batched_generation_equals_one_by_one(model_and_tokenizer) -> None:

