@@ -36,7 +36,7 @@ seeds: install
 	$(PY) -m stages.run_seeds
 
 # The learning-forgetting study (params.yaml study:): every point a dvc experiment, then
-# reports/study.md. `make study PRESET=quick`: 5 points, one seed.
+# reports/study.md. `make study PRESET=quick`: 4 points, one seed.
 PRESET ?= default
 study: install
 	dvc repro

@@ -199,6 +199,16 @@ def experiments() -> dict[str, str]:
     return found
 
 
+def longest_first(todo: list[Point], last: Path) -> list[Point]:
+    """The points in the order to queue them: the configurations that took longest in the
+    last report (`last`, its stage seconds) first, those it lacks before them, so the
+    workers do not end on one long point alone (longest-processing-time-first
+    scheduling; the order changes no result)."""
+    took = {c: x.get("info", {}).get("stage_seconds") for c, x in
+            (read_json(last).get("points", {}) if last.exists() else {}).items()}
+    return sorted(todo, key=lambda pt: -(took.get(pt.config) or math.inf))
+
+
 def run_points(todo: list[Point], jobs: int) -> None:
     """Queue the points, run them with `jobs` workers, wait; a failed point stops here."""
     for point in todo:
@@ -389,7 +399,7 @@ def main(a: argparse.Namespace) -> None:
         print(f"run_study: {len(todo)} points, {len(todo) - len(pending)} already done",
               flush=True)
         if pending:
-            run_points(pending, p.jobs)
+            run_points(longest_first(pending, a.out.with_suffix(".json")), p.jobs)
     if a.from_mlflow:  # the MLflow store alone: every point's run and its artifacts
         runs = from_mlflow(todo, tp)
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from forgetful.report.study import (
@@ -144,6 +146,23 @@ def test_points_cover_every_sweep_with_their_overrides() -> None:
     assert any(s.startswith("format_data.tasks.replay={source:self_distill") for s in replay.sets)
     again, _, _ = run_study.points(p, params, {"lora": 3e-3, "full": 1e-4})
     assert [pt.name for pt in again] == [pt.name for pt in todo]  # stable: re-runs skip them
+
+
+def test_points_queue_longest_first(tmp_path) -> None:
+    """The configurations the last report timed longest go first, unknown ones before
+    them; seeds keep their order; without a report the order is the sweeps'."""
+    from stages import run_study
+
+    todo = [run_study.Point(c, "s", k, (c, str(k))) for c in ("a", "b", "c", "d")
+            for k in (0, 1)]
+    last = tmp_path / "study.json"
+    assert run_study.longest_first(todo, last) == todo
+    last.write_text(json.dumps({"points": {"a": {"info": {"stage_seconds": 100.0}},
+                                           "b": {"info": {"stage_seconds": 300.0}},
+                                           "d": {"info": {"stage_seconds": 200.0}}}}))
+    order = [(pt.config, pt.seed) for pt in run_study.longest_first(todo, last)]
+    assert order == [("c", 0), ("c", 1), ("b", 0), ("b", 1), ("d", 0), ("d", 1),
+                     ("a", 0), ("a", 1)]
 
 
 def test_redraw_from_mlflow_names_what_is_missing(tmp_path) -> None:
