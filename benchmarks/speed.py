@@ -84,6 +84,45 @@ class Counter:
                 "shapes": [[b[1], b[2], b[3]] for b in kept]}  # supervised, rows, length
 
 
+class ForwardCounter:
+    """Hooks on a model: the shape of every body forward (rows, length: padded positions
+    included) and the positions the output layer runs at, for the FLOPs an evaluation
+    performs. The head hook runs after any pre-hook that selects positions
+    (heads.HeadSelector), so it counts what was computed."""
+
+    def __init__(self, model: Any) -> None:
+        self.passes: list[list[int]] = []
+        self.head = 0
+        body = model.get_decoder()
+        self.handles = [
+            body.register_forward_pre_hook(self.on_body, with_kwargs=True),
+            model.get_output_embeddings().register_forward_hook(self.on_head)]
+
+    def on_body(self, module: Any, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs["inputs_embeds"][..., 0]
+        self.passes.append([int(ids.shape[0]), int(ids.shape[1])])
+
+    def on_head(self, module: Any, args: tuple, output: Any) -> None:
+        self.head += int(output.numel() // output.shape[-1])
+
+    def counts(self) -> dict[str, Any]:
+        for h in self.handles:
+            h.remove()
+        return {"passes": self.passes, "head_positions": self.head}
+
+
+def eval_flops(shape: dict[str, int], passes: list[list[int]], head_positions: int) -> float:
+    """FLOPs of an evaluation's forward passes (2 per multiply-add): every computed
+    position through the body's matmuls and attention scores, the output layer where it
+    ran. Norms and activations left out, as in flops_per_batch."""
+    body = sum(2 * shape["body_matmul_params"] * rows * length
+               + rows * shape["layers"] * 4 * length * length * shape["hidden"]
+               for rows, length in passes)
+    return body + 2 * shape["head_params"] * head_positions
+
+
 def val_loss(model: Any, tokenizer: Any, val: list[dict]) -> float:
     """Mean NLL per completion token (with its end token) on the validation records:
     one yardstick for both trainers' adapters."""
@@ -196,10 +235,11 @@ def run_eval_ours(a: argparse.Namespace) -> dict[str, Any]:
 
     items = mc_items(a)
     model, tokenizer = load_for_eval(a.model)
+    counter = ForwardCounter(model)
     started = time.perf_counter()
     results = multiple_choice(model, tokenizer, items, a.eval_batch)
     seconds = time.perf_counter() - started
-    return {"items": len(items), "seconds": round(seconds, 1),
+    return {"items": len(items), "seconds": round(seconds, 1), **counter.counts(),
             "acc": sum(r["acc"] for r in results) / len(items),
             "acc_norm": sum(r["acc_norm"] for r in results) / len(items),
             "per_item": [[r["acc"], r["acc_norm"]] for r in results],
@@ -227,13 +267,15 @@ def run_eval_lm_eval(a: argparse.Namespace, batch_size: int | str) -> dict[str, 
     # set-up outside the timer, as our model load is: the model wrap, the task index, the data
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     tasks = get_task_dict(["speed_mc"], TaskManager(include_path=str(folder)))
+    counter = ForwardCounter(model)
     started = time.perf_counter()
     result = evaluate(lm=lm, task_dict=tasks, log_samples=True)
     seconds = time.perf_counter() - started
+    counted = counter.counts()
     samples = sorted(result["samples"]["speed_mc"], key=lambda s: s["doc_id"])
     r = result["results"]["speed_mc"]
     return {"items": len(items), "seconds": round(seconds, 1), "acc": r["acc,none"],
-            "acc_norm": r["acc_norm,none"], "batch_size": batch_size,
+            "acc_norm": r["acc_norm,none"], "batch_size": batch_size, **counted,
             "per_item": [[s["acc"], s["acc_norm"]] for s in samples],
             "peak_memory_mb": peak_memory_mb()}
 
@@ -281,7 +323,8 @@ def in_subprocess(name: str, argv: list[str]) -> dict[str, Any]:
                    check=True, cwd=ROOT)
     result = json.loads(out.read_text())
     out.unlink()
-    shown = {k: v for k, v in result.items() if k not in ("per_item", "losses", "shapes")}
+    shown = {k: v for k, v in result.items()
+             if k not in ("per_item", "losses", "shapes", "passes")}
     print(f"{name}: {json.dumps(shown)}", flush=True)
     return result
 
@@ -367,9 +410,13 @@ def summarise(rounds: list[dict[str, dict]], search: dict[str, dict], best: str,
     base = rounds[0]["eval_ours"]["per_item"]
     for name, label in eval_jobs.items():
         runs = [r[name] for r in rounds]
+        flops = eval_flops(shape, runs[0]["passes"], runs[0]["head_positions"])
         out["evaluation"][name] = {
             "label": label, "items": runs[0]["items"], "acc": runs[0]["acc"],
             "acc_norm": runs[0]["acc_norm"], "seconds": spread([y["seconds"] for y in runs]),
+            "flops": flops, "positions": sum(b * n for b, n in runs[0]["passes"]),
+            "head_positions": runs[0]["head_positions"],
+            "fraction_of_peak": spread([flops / y["seconds"] / peak for y in runs]),
             "peak_memory_mb": max(y["peak_memory_mb"] for y in runs),
             "items_differing_from_ours": sum(u != v for u, v in zip(
                 runs[0]["per_item"], base, strict=True))}
@@ -388,7 +435,11 @@ def summarise(rounds: list[dict[str, dict]], search: dict[str, dict], best: str,
         "train_vs_trl_defaults": ratio(tps["ours"], tps["trl_defaults"]),
         "eval_vs_lm_eval_best": ratio(secs[f"eval_lm_eval_{best}"], secs["eval_ours"]),
         "eval_vs_lm_eval_batch_1": ratio(secs["eval_lm_eval_1"], secs["eval_ours"])}
-    out["trl_best"] = trl_best
+    # what the evaluation ratio would be were ours at the matmul rate: its ceiling here
+    out["ratios"]["eval_ceiling_vs_lm_eval_best"] = round(
+        statistics.median(secs[f"eval_lm_eval_{best}"])
+        / (out["evaluation"]["eval_ours"]["flops"] / peak), 2)
+    out["trl_best"], out["eval_best"] = trl_best, f"eval_lm_eval_{best}"
     out["peak_gflops"] = round(peak / 1e9, 1)
     out["threads"] = rounds[0]["matmul"]["threads"]
     out["model"] = shape
@@ -416,16 +467,20 @@ def markdown(s: dict[str, Any], config: dict[str, Any], vers: dict[str, str]) ->
                      f"{x['max_abs_step_loss_diff_vs_ours']:.4f} | "
                      f"{x['flops_per_token'] / 1e9:.2f} | {fmt(x['fraction_of_peak'], 2)} |")
     lines += ["", "| evaluation (PIQA) | items | seconds | items/s (median) | acc | acc_norm | "
-              "peak MB | items scored differently from ours |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "peak MB | items scored differently from ours | positions computed | output "
+              "layer at | GFLOP | fraction of the matmul rate |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for x in s["evaluation"].values():
         lines.append(f"| {x['label']} | {x['items']} | {fmt(x['seconds'])} | "
                      f"{x['items'] / x['seconds']['median']:.2f} | {x['acc']:.4f} | "
                      f"{x['acc_norm']:.4f} | {x['peak_memory_mb']:.0f} | "
-                     f"{x['items_differing_from_ours']} |")
+                     f"{x['items_differing_from_ours']} | {x['positions']:,} | "
+                     f"{x['head_positions']:,} | {x['flops'] / 1e9:,.0f} | "
+                     f"{fmt(x['fraction_of_peak'], 2)} |")
     search = ", ".join(f"{k.removeprefix('eval_lm_eval_')}: {v['seconds']} s"
                        for k, v in s["lm_eval_batch_search"].items())
     r = s["ratios"]
+    ours, lme = s["evaluation"]["eval_ours"], s["evaluation"][s["eval_best"]]
     lines += ["", f"lm-eval batch-size search (one run each, {config['eval_items']} items): "
               f"{search}.", "",
               "- Training, ours ÷ best-configured TRL tokens/s "
@@ -435,7 +490,13 @@ def markdown(s: dict[str, Any], config: dict[str, Any], vers: dict[str, str]) ->
               "the same order, per-step losses in speed.json.",
               f"- Evaluation, lm-eval at its best batch ÷ ours, seconds: "
               f"**{fmt(r['eval_vs_lm_eval_best'], 2)}×** (at batch 1: "
-              f"{fmt(r['eval_vs_lm_eval_batch_1'], 2)}×).",
+              f"{fmt(r['eval_vs_lm_eval_batch_1'], 2)}×). Ours computes "
+              f"{lme['flops'] / ours['flops']:.2f}× fewer FLOPs (each question's shared "
+              "tokens once, little padding, the output layer only where a choice token is "
+              "predicted); run at the matmul rate, it would "
+              f"take {ours['flops'] / 1e9 / s['peak_gflops']:.1f} s: "
+              f"**{r['eval_ceiling_vs_lm_eval_best']:.2f}×** lm-eval's median, this machine's "
+              "ceiling for the ratio at these FLOPs.",
               f"- Fraction of the matmul rate: FLOPs each side performs (`flops_per_batch`: "
               "padded positions, the output layer where it is applied, gradient-checkpointing "
               "recompute) per second, over the best fp32 2048×2048 matmul rate measured in "

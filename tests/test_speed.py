@@ -61,3 +61,38 @@ def test_the_readme_has_every_generated_block() -> None:
     page = (ROOT / "README.md").read_text()
     for start, end in (speed.README_BLOCK, run_study.README_BLOCK):
         assert start in page and end in page.split(start, 1)[1], start
+
+
+def test_eval_flops_count_the_passes_and_the_head_positions_that_ran(tiny_model: Path
+                                                                      ) -> None:
+    """ForwardCounter sees every body pass's padded shape and only the positions the
+    output layer ran at: all of them in a plain forward, the choice tokens' predecessors
+    in our packed multiple-choice scoring."""
+    import torch
+
+    from forgetful.evaluate.scoring import encode_pair, load_for_eval, multiple_choice
+
+    model, tokenizer = load_for_eval(tiny_model)
+    counter = speed.ForwardCounter(model)
+    with torch.no_grad():
+        model(input_ids=torch.ones((3, 7), dtype=torch.long))
+    assert counter.counts() == {"passes": [[3, 7]], "head_positions": 21}
+    items = [{"context": "The sky is", "choices": ["blue today", "green"], "answer": 0},
+             {"context": "Two and two make", "choices": ["four", "five apples"], "answer": 0}]
+    counter = speed.ForwardCounter(model)
+    multiple_choice(model, tokenizer, items, 16)
+    counted = counter.counts()
+    # one per distinct prefix a continuation token is predicted from (choices that share
+    # their first tokens share those positions)
+    predicted = 0
+    for it in items:
+        pairs = [encode_pair(tokenizer, it["context"], " " + c) for c in it["choices"]]
+        predicted += len({tuple(ctx + cont[:k]) for ctx, cont in pairs
+                          for k in range(len(cont))})
+    assert counted["head_positions"] == predicted
+    assert len(counted["passes"]) == 1 and counted["passes"][0][0] == 1  # one packed row
+    # the FLOPs: body and attention per pass, the head per position it ran at
+    rows, length = counted["passes"][0]
+    assert speed.eval_flops(SHAPE, counted["passes"], counted["head_positions"]) == (
+        2 * 1000 * rows * length + rows * 2 * 4 * length * length * 8
+        + 2 * 800 * predicted)
