@@ -73,7 +73,8 @@ def main(name: str, model_dir: Path, eval_sets: Path, scores_path: Path, predict
     model_info = read_json(model_dir / "run_info.json")
     model, tokenizer = load_for_eval(model_dir)
     task_scores, task_rows = score_tasks(model, tokenizer, sets.tests, p, sets.labels,
-                                         sets.in_template)
+                                         sets.in_template if p.in_template else None,
+                                         answer_format=p.answer_format)
     general_scores, general_rows = score_general(model, tokenizer, p)
     if p.lm_eval_tasks:
         from forgetful.evaluate.harness import run_tasks

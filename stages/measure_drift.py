@@ -7,7 +7,7 @@ the base's answers likely; a model that forgot finds them surprising.
 
 Deps:   this module, forgetful.evaluate.scoring, the base model, the tuned model, the base
         evaluation's samples (its answers to the general prompts).
-Params: evaluate.batch_size.
+Params: evaluate.batch_size, evaluate.drift (false: no items, a scores file saying so).
 Outs:   <items> (per prompt: answer tokens, NLL under base and tuned: JSON lines) and
         metrics <scores> (token-weighted mean NLL under each model, and drift = tuned - base).
 Run:    python -m stages.measure_drift --base models/base --tuned models/merged \
@@ -32,6 +32,7 @@ from forgetful.evaluate.scoring import encode_apart, load_for_eval, token_loglik
 @dataclass(frozen=True)
 class DriftParams:
     batch_size: int  # evaluate.batch_size: answers per forward pass
+    drift: bool = True  # evaluate.drift: false writes no items and a scores file saying so
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "must be a positive integer")
@@ -62,9 +63,15 @@ def summarize(items: list[dict]) -> dict[str, Any]:
 def main(base_dir: Path, tuned_dir: Path, base_samples: Path, items_path: Path,
          scores_path: Path, params_file: Path = Path("params.yaml")) -> None:
     params = load_params(params_file)
-    batch_size = build(DriftParams, {"batch_size": section(params, "evaluate").get(
-        "batch_size")}, "evaluate").batch_size
+    ev = section(params, "evaluate")
+    dp = build(DriftParams, {k: ev[k] for k in ("batch_size", "drift") if k in ev}, "evaluate")
+    batch_size = dp.batch_size
     tp = tracking.load(params)
+    if not dp.drift:  # nothing loaded or scored; the report says drift was not measured
+        write_jsonl(items_path, [])
+        write_json(scores_path, {"skipped": "evaluate.drift is false"})
+        print("measure_drift: skipped (evaluate.drift: false)")
+        return
     answers = answers_of(read_jsonl(base_samples))
     if not answers:
         raise DataError(f"{base_samples} has no non-empty answers to the general prompts; "

@@ -76,7 +76,7 @@ def main(a: argparse.Namespace) -> None:
     text_ci = text_intervals(base_rows, tuned_rows, p)
     for row in result["text"]:
         row["rise_ci"] = text_ci.get(row["corpus"])
-    if a.drift:
+    if a.drift and "skipped" not in read_json(a.drift / "scores.json"):
         drift_items = read_jsonl(a.drift / "items.jsonl")
         result["drift"] = {k: v for k, v in read_json(a.drift / "scores.json").items()
                            if k != "seconds"}

@@ -47,11 +47,13 @@ from forgetful.core.artifacts import package_versions, read_json, write_json, wr
 from forgetful.core.cli import run_stage
 from forgetful.core.config import ConfigError, build, load_params, require, section
 from forgetful.core.tracking import load as load_tracking
+from forgetful.evaluate.evaluator import EvalParams
 from forgetful.report.readme import write_between
 from forgetful.report.study import Run, claims, frontier, markdown, plot, summarise
 from forgetful.report.study_runs import backfill_mlflow, from_dvc, from_mlflow
 from forgetful.train.methods import METHODS
 
+DEFAULT_OUT = Path("reports/study")
 README_BLOCK = ("<!-- study: written by stages/run_study.py from reports/study.md -->",
                 "<!-- /study -->")
 FAMILY_GRIDS = {  # learning rates tried per method: three around each family's usual value
@@ -77,6 +79,7 @@ class StudyParams:
     replay_task: dict[str, Any] = field(default_factory=lambda: {
         "source": "self_distill", "n_train": 240, "n_val": 12, "n_test": 0})
     learning_rates: str = "reports/study/learning_rates.json"
+    evaluate: dict[str, Any] = field(default_factory=dict)  # evaluate overrides, every point
     bootstrap: int = 1000  # two-level bootstrap resamples
     seed: int = 0  # bootstrap seed
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -92,6 +95,10 @@ class StudyParams:
         require(all(0 <= r < 1 for r in self.replay_ratios), "replay_ratios",
                 "must each be in [0, 1)")
         require(len(self.narrow) == 1, "narrow", "must name one task (narrow tuning)")
+        known = {f.name for f in dataclasses.fields(EvalParams)}
+        for key in self.evaluate:
+            require(key in known, "evaluate", f"names unknown evaluate param {key!r}; "
+                    f"choose from {', '.join(sorted(known))}")
 
 
 @dataclass(frozen=True)
@@ -168,14 +175,24 @@ def points(p: StudyParams, params: dict[str, Any], lrs: dict[str, float]
                      f"mix_tasks.replay.ratio={ratio}"]
         ratios[ratio] = f"replay={ratio}"
         configs.append((f"replay={ratio}", "replay", sets))
+    evaluation = [f"evaluate.{k}={yaml_value(v)}" for k, v in p.evaluate.items()]
     out = []
     for config, sweep, sets in configs:
         for k in range(p.seeds):
             out.append(Point(config, sweep, k, tuple([
                 *sets, f"train_adapter.seed={base_train + k}", f"mix_tasks.seed={base_mix + k}",
                 f"train_adapter.max_steps={p.max_steps}", "train_adapter.evaluate_every=0",
-                f"tracking.experiment={p.experiment}"])))
+                f"tracking.experiment={p.experiment}", *evaluation])))
     return out, ranks, ratios
+
+
+def yaml_value(value: Any) -> str:
+    """A value as `dvc exp run -S key=value` reads it (YAML): true, [a, b], 3."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(yaml_value(v) for v in value) + "]"
+    return str(value)
 
 
 def dvc(*args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
@@ -294,7 +311,7 @@ def report(p: StudyParams, runs: list[Run], ranks: dict[int, str], ratios: dict[
     ]
     text = markdown(summary, found, fronts, setup, p.bootstrap)
     write_text(out.with_suffix(".md"), text)
-    if preset == "default" and out == Path("reports/study"):  # the README shows this one
+    if preset == "default" and out == DEFAULT_OUT:  # the README shows this one
         body = text.split("\n", 2)[2].replace("](study/", "](reports/study/")
         if not write_between("README.md", *README_BLOCK, body):
             print(f"run_study: README.md has no {README_BLOCK[0]} ... {README_BLOCK[1]} "
@@ -378,6 +395,10 @@ def choose(trials: list[dict]) -> dict[str, float]:
 
 
 def main(a: argparse.Namespace) -> None:
+    # another preset's report goes beside the default one, never over it
+    suffix = "" if a.preset == "default" else f"-{a.preset}"
+    a.out = a.out or Path(f"{DEFAULT_OUT}{suffix}")
+    a.figure = a.figure or DEFAULT_OUT / f"frontier{suffix}.png"
     params = load_params(a.params)
     p = study_params(params, a.preset)
     if a.lr_sweep:
@@ -399,7 +420,9 @@ def main(a: argparse.Namespace) -> None:
         print(f"run_study: {len(todo)} points, {len(todo) - len(pending)} already done",
               flush=True)
         if pending:
-            run_points(longest_first(pending, a.out.with_suffix(".json")), p.jobs)
+            timed = [x for x in (a.out.with_suffix(".json"), DEFAULT_OUT.with_suffix(".json"))
+                     if x.exists()]
+            run_points(longest_first(pending, timed[0]) if timed else pending, p.jobs)
     if a.from_mlflow:  # the MLflow store alone: every point's run and its artifacts
         runs = from_mlflow(todo, tp)
     else:
@@ -430,9 +453,12 @@ def cli() -> None:
                         help="copy per-item scores from the DVC experiments into the MLflow "
                              "runs that lack them (points logged before the report stage "
                              "logged them), so --from-mlflow can redraw every point")
-    parser.add_argument("--out", type=Path, default=Path("reports/study"),
-                        help="the report is <out>.md and <out>.json")
-    parser.add_argument("--figure", type=Path, default=Path("reports/study/frontier.png"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the report is <out>.md and <out>.json, its invocations "
+                             "<out>/invocations.json (default reports/study, for another "
+                             "preset reports/study-<preset>)")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="default reports/study/frontier.png (frontier-<preset>.png)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     a = parser.parse_args()
     run_stage(lambda: main(a))

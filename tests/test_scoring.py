@@ -225,3 +225,38 @@ def test_label_likelihood_picks_the_likeliest_label_word(model_and_tokenizer) ->
     assert min(margins) > 1e-4  # no tie that float noise could flip
     got = label_choice(model, tok, [{"prompt": p, "labels": labels} for p in prompts], 2)
     assert got == want
+
+
+def test_groups_that_begin_alike_share_a_tree_and_score_as_alone(model_and_tokenizer,
+                                                                   monkeypatch) -> None:
+    """shared_loglikelihoods puts questions with a common frame in one prefix tree: fewer
+    tokens run, and every group's scores equal its own tree's (to float rounding)."""
+    from forgetful.evaluate import packing
+
+    model, tok = model_and_tokenizer
+    frame = "Question: What is the capital of"
+    groups = []
+    for country in ("France", "Spain", "Peru", "Chad", "Iran"):
+        ctx = tok(f"{frame} {country}?\nAnswer:", add_special_tokens=False).input_ids
+        groups.append([(ctx, tok(f" {c}", add_special_tokens=False).input_ids)
+                       for c in ("Paris", "Lima", "Madrid")])
+    groups.append([(tok("Unrelated", add_special_tokens=False).input_ids,
+                    tok(" words", add_special_tokens=False).input_ids)])
+    alone = [packing.grouped_loglikelihoods(model, [g], 4, tok.pad_token_id)[0]
+             for g in groups]
+    widths = []
+    real = packing.grouped_loglikelihoods
+
+    def counting(m, trees, *args, **kwargs):
+        widths.extend(len(packing.prefix_tree([c + x for c, x in t])[0]) for t in trees)
+        return real(m, trees, *args, **kwargs)
+
+    monkeypatch.setattr(packing, "grouped_loglikelihoods", counting)
+    shared = packing.shared_loglikelihoods(model, groups, 4, tok.pad_token_id)
+    assert len(shared) == len(groups)
+    for got, want in zip(shared, alone, strict=True):
+        assert got == pytest.approx(want, abs=1e-4)
+    separate = sum(len(packing.prefix_tree([c + x for c, x in g])[0]) for g in groups)
+    # the frame runs once per tree, not once per question (trees hold at most ROW tokens)
+    saved = (len(groups) - 1 - len(widths)) * len(tok(frame, add_special_tokens=False).input_ids)
+    assert len(widths) < len(groups) and sum(widths) <= separate - saved

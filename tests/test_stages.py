@@ -348,6 +348,53 @@ def test_text_loss_and_drift_are_computed_and_reported(work: dict) -> None:
     assert "## Drift" in text and f"drift **{drift['drift']:+.4f}** [" in text
 
 
+def test_evaluation_without_what_the_study_does_not_read(work: dict) -> None:
+    """evaluate.in_template / answer_format / drift false (what study.evaluate turns off):
+    the test splits and the general suite score the same, item by item; the rest is not
+    computed, and the report says nothing of drift."""
+    import argparse
+
+    root = work["root"]
+    params = yaml.safe_load(work["params"].read_text())
+    params["evaluate"].update(in_template=False, answer_format=False, drift=False)
+    params["tracking"]["enabled"] = False
+    out = root / "trimmed"
+    out.mkdir()
+    pfile = write_params(out / "params.yaml", params)
+    evaluate.main("tuned", work["merged"], work["eval"], out / "eval/tuned/scores.json",
+                  out / "eval/tuned/predictions.jsonl", out / "eval/tuned/samples.jsonl", pfile)
+    measure_drift.main(work["base"], work["merged"], root / "eval/base/samples.jsonl",
+                       out / "drift/items.jsonl", out / "drift/scores.json", pfile)
+    full = json.loads((root / "eval/tuned/scores.json").read_text())
+    trimmed = json.loads((out / "eval/tuned/scores.json").read_text())
+    assert full["general"] == trimmed["general"]
+    for task, s in full["tasks"].items():
+        assert trimmed["tasks"][task]["score"] == s["score"]
+        assert "in_template" not in trimmed["tasks"][task]
+        assert "answer_format" not in trimmed["tasks"][task]
+    assert any("in_template" in s for s in full["tasks"].values())  # the default has them
+
+    def rows(path: Path) -> dict:
+        return {(r["kind"], r["id"]): {k: v for k, v in r.items()
+                                        if k not in ("answer", "answer_format")}
+                for r in map(json.loads, path.read_text().splitlines())
+                if r["kind"] in ("task", "general")}
+
+    assert rows(out / "eval/tuned/predictions.jsonl") == rows(
+        root / "eval/tuned/predictions.jsonl")
+    assert json.loads((out / "drift/scores.json").read_text()) == {
+        "skipped": "evaluate.drift is false"}
+    assert (out / "drift/items.jsonl").read_text() == ""
+    report.main(argparse.Namespace(
+        params=pfile, base_eval=root / "eval/base", tuned_eval=out / "eval/tuned",
+        mix=root / "mix.json", curve=root / "curve.csv", adapter=work["adapter"],
+        markdown=out / "forgetting.md", figures=out / "figures",
+        metrics=out / "forgetting.json", plot=out / "forgetting.csv",
+        drift=out / "drift", probe=root / "probe.csv"))
+    assert "## Drift" not in (out / "forgetting.md").read_text()
+    assert "drift" not in json.loads((out / "forgetting.json").read_text())
+
+
 def test_one_mlflow_run_holds_params_curve_and_scores(work: dict) -> None:
     from mlflow.tracking import MlflowClient
 

@@ -148,6 +148,26 @@ def test_points_cover_every_sweep_with_their_overrides() -> None:
     assert [pt.name for pt in again] == [pt.name for pt in todo]  # stable: re-runs skip them
 
 
+def test_study_evaluate_overrides_reach_every_point_and_its_name() -> None:
+    from stages import run_study
+
+    params = {"train_adapter": {"seed": 42, "lora": {"r": 16}},
+              "mix_tasks": {"seed": 7, "weights": {"a": 1.0}}}
+    plain = run_study.StudyParams(seeds=1, methods=("lora",), ranks=(), narrow={"a": 1.0},
+                                  replay_ratios=(0.0,))
+    trimmed = run_study.StudyParams(seeds=1, methods=("lora",), ranks=(), narrow={"a": 1.0},
+                                    replay_ratios=(0.0,),
+                                    evaluate={"in_template": False, "text_suite": []})
+    before, _, _ = run_study.points(plain, params, {"lora": 3e-3})
+    after, _, _ = run_study.points(trimmed, params, {"lora": 3e-3})
+    for pt in after:
+        assert {"evaluate.in_template=false", "evaluate.text_suite=[]"} <= set(pt.sets)
+    # a point evaluated otherwise is another point: it does not count as done
+    assert not {pt.name for pt in before} & {pt.name for pt in after}
+    with pytest.raises(ValueError, match="unknown evaluate param 'in_templates'"):
+        run_study.StudyParams(evaluate={"in_templates": False})
+
+
 def test_points_queue_longest_first(tmp_path) -> None:
     """The configurations the last report timed longest go first, unknown ones before
     them; seeds keep their order; without a report the order is the sweeps'."""

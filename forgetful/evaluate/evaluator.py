@@ -53,6 +53,11 @@ class EvalParams:
     # many prompts share the step, so on a CPU 64 cost little more than 16 (the default
     # evaluation's 280 answers: 35.5 s against 46.6 s, the same answers)
     generate_batch: int = 64
+    # what else evaluate and measure_drift score beside the test splits and the general
+    # suite; the study turns them off (study.evaluate), as it reads none of them
+    in_template: bool = True  # built-in tasks' in-template splits (training frames)
+    answer_format: bool = True  # label tasks' greedy answers: exactly the label or not
+    drift: bool = True  # measure_drift: the base's answers under the tuned model
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "must be a positive integer")

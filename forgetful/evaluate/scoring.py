@@ -74,14 +74,14 @@ def multiple_choice(model: Any, tokenizer: Any, items: list[dict],
     from forgetful.evaluate.heads import selectable
 
     if selectable(model):
-        from forgetful.evaluate.packing import grouped_loglikelihoods
+        from forgetful.evaluate.packing import shared_loglikelihoods
 
         prefix = prefix_token(tokenizer)
         groups = []
         for it in items:
             pairs = [encode_pair(tokenizer, it["context"], " " + c) for c in it["choices"]]
             groups.append([(ctx or [prefix], cont) for ctx, cont in pairs])  # as lm-eval
-        per_item = grouped_loglikelihoods(
+        per_item = shared_loglikelihoods(
             model, groups, batch_size, tokenizer.pad_token_id,
             lambda batches: progress(batches, "multiple-choice batches"))
     else:
@@ -111,9 +111,9 @@ def label_choice(model: Any, tokenizer: Any, items: list[dict], batch_size: int)
     groups = [[encode_apart(tokenizer, it["prompt"], label) for label in it["labels"]]
               for it in items]
     if selectable(model):
-        from forgetful.evaluate.packing import grouped_loglikelihoods
+        from forgetful.evaluate.packing import shared_loglikelihoods
 
-        per_item = grouped_loglikelihoods(
+        per_item = shared_loglikelihoods(
             model, groups, batch_size, tokenizer.pad_token_id,
             lambda batches: progress(batches, "label-likelihood batches"))
     else:
