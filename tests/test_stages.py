@@ -356,7 +356,8 @@ def test_evaluation_without_what_the_study_does_not_read(work: dict) -> None:
 
     root = work["root"]
     params = yaml.safe_load(work["params"].read_text())
-    params["evaluate"].update(in_template=False, answer_format=False, drift=False)
+    params["evaluate"].update(in_template=False, answer_format=False, drift=False,
+                              text_suite=[])
     params["tracking"]["enabled"] = False
     out = root / "trimmed"
     out.mkdir()
@@ -373,6 +374,7 @@ def test_evaluation_without_what_the_study_does_not_read(work: dict) -> None:
         assert "in_template" not in trimmed["tasks"][task]
         assert "answer_format" not in trimmed["tasks"][task]
     assert any("in_template" in s for s in full["tasks"].values())  # the default has them
+    assert full["text"] and trimmed["text"] == {}
 
     def rows(path: Path) -> dict:
         return {(r["kind"], r["id"]): {k: v for k, v in r.items()
@@ -392,6 +394,7 @@ def test_evaluation_without_what_the_study_does_not_read(work: dict) -> None:
         metrics=out / "forgetting.json", plot=out / "forgetting.csv",
         drift=out / "drift", probe=root / "probe.csv"))
     assert "## Drift" not in (out / "forgetting.md").read_text()
+    assert "| prose |" not in (out / "forgetting.md").read_text()
     assert "drift" not in json.loads((out / "forgetting.json").read_text())
 
 
