@@ -63,15 +63,21 @@ def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
                       root / f"eval/{name}/samples.jsonl", pfile)
     measure_drift.main(w["base"], w["merged"], root / "eval/base/samples.jsonl",
                        root / "eval/drift/items.jsonl", root / "eval/drift/scores.json", pfile)
+    run_report(w, pfile, root / "eval/tuned", root / "eval/drift", root / "reports")
+    return w
+
+
+def run_report(w: dict, pfile: Path, tuned_eval: Path, drift: Path, out: Path) -> None:
+    """The report stage on the workspace's base evaluation, mixture, curves and adapter."""
     import argparse
 
+    root = w["root"]
     report.main(argparse.Namespace(
-        params=pfile, base_eval=root / "eval/base", tuned_eval=root / "eval/tuned",
+        params=pfile, base_eval=root / "eval/base", tuned_eval=tuned_eval,
         mix=root / "mix.json", curve=root / "curve.csv", adapter=w["adapter"],
-        markdown=root / "reports/forgetting.md", figures=root / "reports/figures",
-        metrics=root / "reports/forgetting.json", plot=root / "reports/forgetting.csv",
-        drift=root / "eval/drift", probe=root / "probe.csv"))
-    return w
+        markdown=out / "forgetting.md", figures=out / "figures",
+        metrics=out / "forgetting.json", plot=out / "forgetting.csv", drift=drift,
+        probe=root / "probe.csv"))
 
 
 def test_prepare_base_copies_a_local_model_exactly(work: dict, tiny_model: Path) -> None:
@@ -352,7 +358,6 @@ def test_evaluation_without_what_the_study_does_not_read(work: dict) -> None:
     """evaluate.in_template / answer_format / drift false (what study.evaluate turns off):
     the test splits and the general suite score the same, item by item; the rest is not
     computed, and the report says nothing of drift."""
-    import argparse
 
     root = work["root"]
     params = yaml.safe_load(work["params"].read_text())
@@ -387,12 +392,7 @@ def test_evaluation_without_what_the_study_does_not_read(work: dict) -> None:
     assert json.loads((out / "drift/scores.json").read_text()) == {
         "skipped": "evaluate.drift is false"}
     assert (out / "drift/items.jsonl").read_text() == ""
-    report.main(argparse.Namespace(
-        params=pfile, base_eval=root / "eval/base", tuned_eval=out / "eval/tuned",
-        mix=root / "mix.json", curve=root / "curve.csv", adapter=work["adapter"],
-        markdown=out / "forgetting.md", figures=out / "figures",
-        metrics=out / "forgetting.json", plot=out / "forgetting.csv",
-        drift=out / "drift", probe=root / "probe.csv"))
+    run_report(work, pfile, out / "eval/tuned", out / "drift", out)
     assert "## Drift" not in (out / "forgetting.md").read_text()
     assert "| prose |" not in (out / "forgetting.md").read_text()
     assert "drift" not in json.loads((out / "forgetting.json").read_text())
