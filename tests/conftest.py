@@ -97,7 +97,7 @@ TINY_PARAMS = {
     "evaluate": {"batch_size": 8, "max_new_tokens": 4, "max_test_examples": 0,
                  "general_suite": ["capitals", "opposites"], "files": {},
                  "text_suite": ["prose"], "text_files": {}, "text_window": 64,
-                 "sample_tokens": 6},
+                 "sample_tokens": 6, "drift": True},  # measure_drift's DVC params name it
     "report": {"samples": 3, "bootstrap": 200, "seed": 0, "max_forgetting": 0.1,
                "on_forgetting": "warn"},
     "tracking": {"uri": "", "experiment": "tests", "enabled": True},
