@@ -37,6 +37,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -226,8 +227,22 @@ def longest_first(todo: list[Point], last: Path) -> list[Point]:
     return sorted(todo, key=lambda pt: -(took.get(pt.config) or math.inf))
 
 
-def run_points(todo: list[Point], jobs: int) -> None:
-    """Queue the points, run them with `jobs` workers, wait; a failed point stops here."""
+WORKERS = re.compile(r"^Worker status: (\d+) active, (\d+) idle", re.MULTILINE)
+
+
+def workers_short(status: str, queued: int, jobs: int) -> int:
+    """How many queue workers to start again: DVC's celery workers on its filesystem
+    broker can die of a half-written message (`Unrecoverable error: JSONDecodeError`,
+    treeverse/dvc#10428, celery/kombu#1551), leaving the queue to fewer workers or none."""
+    found = WORKERS.search(status)
+    if not queued or not found:
+        return 0
+    return max(0, jobs - int(found[1]) - int(found[2]))
+
+
+def run_points(todo: list[Point], jobs: int) -> int:
+    """Queue the points, run them with `jobs` workers, wait; a failed point stops here.
+    A worker that dies while points wait is started again; returns how many times."""
     for point in todo:
         args = ["exp", "run", "--queue", "-n", point.name]
         for s in point.sets:  # ++: set the key whether params.yaml has it or not
@@ -237,10 +252,14 @@ def run_points(todo: list[Point], jobs: int) -> None:
     # torch uses every core by default: two workers would fight over them (5-10x slower)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "FORGETFUL_THREADS": str(threads)}  # every stage applies it
-    # the workers outlive `dvc queue start` and would hold a captured pipe open: no capture
-    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    started, names, shown = time.perf_counter(), {p.name for p in todo}, -1
+
+    def start() -> None:
+        # the workers outlive `dvc queue start` and would hold a captured pipe open
+        subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    start()
+    started, names, shown, restarts = time.perf_counter(), {p.name for p in todo}, -1, 0
     while True:
         time.sleep(10)
         status = dvc("queue", "status", check=False)
@@ -254,10 +273,17 @@ def run_points(todo: list[Point], jobs: int) -> None:
                                "points that finished are kept)")
         if not active:
             break
+        short = workers_short(status, sum(s == "Queued" for s in states.values()), jobs)
+        if short:
+            restarts += short
+            print(f"run_study: {short} queue worker(s) stopped while points wait "
+                  "(.dvc/tmp/exps/celery/dvc-exp-worker-*.out); starting again", flush=True)
+            start()
         if len(names) - len(active) != shown:
             shown = len(names) - len(active)
             print(f"run_study: {shown}/{len(names)} points done "
                   f"({time.perf_counter() - started:.0f}s)", flush=True)
+    return restarts
 
 
 def wall_line(log: list[dict], preset: str) -> str:
@@ -414,6 +440,7 @@ def main(a: argparse.Namespace) -> None:
         return
     started = time.perf_counter()
     pending: list[Point] = []
+    restarts = 0
     if not a.collect_only:
         have = experiments()
         pending = [pt for pt in todo if pt.name not in have]
@@ -422,7 +449,8 @@ def main(a: argparse.Namespace) -> None:
         if pending:
             timed = [x for x in (a.out.with_suffix(".json"), DEFAULT_OUT.with_suffix(".json"))
                      if x.exists()]
-            run_points(longest_first(pending, timed[0]) if timed else pending, p.jobs)
+            restarts = run_points(longest_first(pending, timed[0]) if timed else pending,
+                                  p.jobs)
     if a.from_mlflow:  # the MLflow store alone: every point's run and its artifacts
         runs = from_mlflow(todo, tp)
     else:
@@ -433,7 +461,8 @@ def main(a: argparse.Namespace) -> None:
     log = read_json(log_path) if log_path.exists() else []
     log.append({"preset": a.preset, "points": len(todo), "ran": len(pending),
                 "collect_only": a.collect_only, "date": time.strftime("%Y-%m-%d %H:%M"),
-                "seconds": round(time.perf_counter() - started, 1)})
+                "seconds": round(time.perf_counter() - started, 1),
+                "worker_restarts": restarts})
     write_json(log_path, log)
     report(p, runs, ranks, ratios, a.preset, log, a.out, a.figure)
     print(f"run_study: {len(runs)} points -> {a.out.with_suffix('.md')}")

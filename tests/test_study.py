@@ -185,6 +185,37 @@ def test_points_queue_longest_first(tmp_path) -> None:
                      ("a", 0), ("a", 1)]
 
 
+def test_a_dead_queue_worker_is_started_again(monkeypatch) -> None:
+    """DVC's celery workers can die of a half-written broker message (treeverse/dvc#10428):
+    while points wait, the driver starts the missing workers again, and never once the
+    queue is empty; the status lines are `dvc queue status`'s."""
+    from stages import run_study
+
+    todo = [run_study.Point("a", "s", k, ("a", str(k))) for k in (0, 1, 2)]
+    a, b, c = (pt.name for pt in todo)
+    head = "Task     Name    Created    Status\n"
+    statuses = iter([
+        f"{head}1 {a} 08:09 Running\n2 {b} 08:09 Running\n3 {c} 08:09 Queued\n\n"
+        "Worker status: 2 active, 0 idle",
+        f"{head}1 {a} 08:09 Success\n2 {b} 08:09 Running\n3 {c} 08:09 Queued\n\n"
+        "Worker status: 1 active, 0 idle",  # one died after its point: restart one
+        f"{head}1 {a} 08:09 Success\n2 {b} 08:09 Running\n3 {c} 08:09 Running\n\n"
+        "Worker status: 1 active, 0 idle",  # nothing waits: no restart
+        f"{head}1 {a} 08:09 Success\n2 {b} 08:09 Success\n3 {c} 08:09 Success\n\n"
+        "Worker status: 0 active, 0 idle"])
+    calls, starts = [], []
+    monkeypatch.setattr(run_study, "dvc", lambda *args, **kw: calls.append(args) or (
+        next(statuses) if args[:2] == ("queue", "status") else ""))
+    monkeypatch.setattr(run_study.subprocess, "run", lambda cmd, **kw: starts.append(cmd))
+    monkeypatch.setattr(run_study.time, "sleep", lambda s: None)
+    assert run_study.run_points(todo, 2) == 1
+    assert starts == [["dvc", "queue", "start", "-j", "2"]] * 2
+    assert sum(args[:2] == ("exp", "run") for args in calls) == 3
+    assert run_study.workers_short("no worker line", 3, 2) == 0
+    assert run_study.workers_short("Worker status: 0 active, 0 idle", 0, 2) == 0
+    assert run_study.workers_short("Worker status: 0 active, 1 idle", 5, 2) == 1
+
+
 def test_redraw_from_mlflow_names_what_is_missing(tmp_path) -> None:
     """--from-mlflow on a store without the study, or without a point's run, says which."""
     from types import SimpleNamespace
