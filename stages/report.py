@@ -41,9 +41,9 @@ from forgetful.report.forgetting import (
     SUITE,
     ForgettingTooMuch,
     ReportParams,
-    bootstrap,
     compare,
     headline,
+    intervals,
     item_scores,
     markdown,
     other_runs,
@@ -69,9 +69,9 @@ def main(a: argparse.Namespace) -> None:
     base_items, tuned_items = item_scores(base_rows), item_scores(tuned_rows)
     base_items[SUITE] = pooled_items(base_items, result["rows"])
     tuned_items[SUITE] = pooled_items(tuned_items, result["rows"])
-    intervals = bootstrap(base_items, tuned_items, p)
+    found = intervals(base_items, tuned_items)
     for row in result["rows"] + result["task_details"]:
-        row.update(intervals.get(row["benchmark"], {}))
+        row.update(found.get(row["benchmark"], {}))
     result["text"] = text_rows(base, tuned)
     text_ci = text_intervals(base_rows, tuned_rows, p)
     for row in result["text"]:

@@ -46,14 +46,15 @@ def test_use_it_from_python_example_runs(tmp_path: Path, tiny_model: Path,
     assert "trainable params" in capsys.readouterr().out
 
 
-def test_paired_bootstrap_is_inconclusive_when_the_interval_covers_zero() -> None:
-    from forgetful.report.forgetting import paired_bootstrap
+def test_paired_items_is_inconclusive_when_the_interval_covers_zero() -> None:
+    from forgetful.report.stats import paired_items
 
     same = {i: float(i % 2) for i in range(50)}
-    assert paired_bootstrap(same, same)["verdict"] == "inconclusive"
+    assert paired_items(same, same)["verdict"] == "inconclusive"
     better = {i: 1.0 for i in range(50)}
     worse = {i: 0.0 if i < 40 else 1.0 for i in range(50)}
-    result = paired_bootstrap(worse, better, resamples=500, seed=1)
+    result = paired_items(worse, better)
     assert result["verdict"] == "higher" and result["difference"] == pytest.approx(0.8)
-    assert paired_bootstrap(better, worse, resamples=500, seed=1)["verdict"] == "lower"
-    assert paired_bootstrap({}, better) is None
+    assert paired_items(better, worse)["verdict"] == "lower"
+    with pytest.raises(ValueError, match="first item not in both"):
+        paired_items({1: 1.0}, better)

@@ -47,17 +47,19 @@ def run(tmp_path: Path, tuned_capitals: list[int], **report_params: object) -> a
     return a
 
 
-def test_bootstrap_intervals_bracket_the_difference(tmp_path: Path) -> None:
+def test_intervals_bracket_the_difference(tmp_path: Path) -> None:
     a = run(tmp_path, [1] * 15 + [0] * 5)
     rows = {r["benchmark"]: r for r in json.loads(a.metrics.read_text())["rows"]}
     cap = rows["capitals"]
     assert cap["difference"] == -0.25
     low, high = cap["difference_ci"]
-    assert low < -0.25 < high and high <= 0  # every resample loses, none gains
+    # 5 of 20 items lost: -25 ± t(19) · 0.099 = [-45.8, -4.2], and never above 0 (a base
+    # that knew every item cannot gain)
+    assert (low, high) == pytest.approx((-0.4579, -0.0421), abs=2e-4)
     assert rows["sentiment"]["difference_ci"] == [1.0, 1.0]  # 0 -> 1 on every item
     assert "| capitals | general | acc | 20 | 100.0 | 75.0 | -25.0 [" in a.markdown.read_text()
     again = run(tmp_path, [1] * 15 + [0] * 5)
-    assert json.loads(again.metrics.read_text()) == json.loads(a.metrics.read_text())  # seeded
+    assert json.loads(again.metrics.read_text()) == json.loads(a.metrics.read_text())
 
 
 def test_forgetting_gate_warns_or_fails(tmp_path: Path, capsys) -> None:
@@ -100,22 +102,27 @@ def test_near_chance_skills_are_shown_but_not_counted_and_the_suite_pools_items(
     assert "| known | general | acc | 100 | 90.0 | 70.0 | -20.0 | 78% | 90.0 → 70.0 |" in text
 
 
-def test_seed_bootstrap_counts_seed_variance() -> None:
-    from forgetful.report.seeds import hierarchical_bootstrap
+def test_seed_interval_counts_seed_variance() -> None:
+    from forgetful.report.seeds import across_seeds
 
     base = {str(i): 0.0 for i in range(200)}
     same = [(base, {str(i): 1.0 if i < 40 else 0.0 for i in range(200)})] * 3
-    result = hierarchical_bootstrap(same, 500, seed=1)
+    result = across_seeds(same, "x")
     assert result["difference"] == 0.2 and result["per_seed"] == [0.2, 0.2, 0.2]
     assert result["seed_sd"] == 0.0 and result["verdict"] == "higher"
     assert result["difference_ci"][0] < 0.2 < result["difference_ci"][1]
-    # Runs that each look sure of themselves but disagree: only seed variance shows it.
+    assert result["dominant"] == "items"
+    # Runs that each look sure of themselves but disagree: only seed variance shows it,
+    # with t on 2 degrees of freedom (the previous method stayed inside the seed range)
     spread = [(base, {str(i): float(i < k) for i in range(200)}) for k in (0, 60, 120)]
-    result = hierarchical_bootstrap(spread, 500, seed=1)
+    result = across_seeds(spread, "x")
     assert result["per_seed"] == [0.0, 0.3, 0.6] and result["difference"] == 0.3
-    assert result["seed_sd"] == 0.3
+    assert result["seed_sd"] == 0.3 and result["dominant"] == "seeds"
     low, high = result["difference_ci"]
-    assert low < 0.1 and high > 0.5  # the item-level interval alone is about ±0.06
+    assert (low, high) == (0.0, 1.0)  # ± t(2) · 0.3 / √3 = ± 0.75, cut to what 0 → 1 allows
+    assert result["verdict"] == "inconclusive"
+    assert result["previous"]["ci"][1] <= 0.65  # it could not reach past the highest seed
+    assert result["power"]["detectable"] > 0.3
 
 
 def test_seeds_report_pools_runs_per_benchmark() -> None:
@@ -134,11 +141,11 @@ def test_seeds_report_pools_runs_per_benchmark() -> None:
              "base": rows([0] * 10, [1] * 20), "tuned": rows([1] * (5 + k) + [0] * (5 - k),
                                                              [1] * (20 - k) + [0] * k)}
             for k in range(3)]
-    out = {r["benchmark"]: r for r in aggregate(runs, 200)}
+    out = {r["benchmark"]: r for r in aggregate(runs)}
     assert set(out) == {"sentiment", "capitals", "general suite"}
     assert out["sentiment"]["per_seed"] == [0.5, 0.6, 0.7]
     assert out["capitals"]["per_seed"] == [0.0, -0.05, -0.1]
     assert out["general suite"]["n"] == 20 and out["capitals"]["tuned"] == 0.95
-    text = markdown(list(out.values()), runs, 200)
+    text = markdown(list(out.values()), runs, 0.03)
     assert "| sentiment | trained task | 10 | 0.0 | 60.0 | +60.0 [" in text
     assert "train 42 / mixture 7, train 43 / mixture 8, train 44 / mixture 9" in text

@@ -21,7 +21,7 @@ STUDY = {"seeds": 2, "jobs": 2, "experiment": "study", "max_steps": 4,
          "replay_ratios": [0.0, 0.25],
          "replay_task": {"source": "self_distill", "n_train": 20, "n_val": 4, "n_test": 0,
                          "max_new_tokens": 8},
-         "learning_rates": "reports/study/learning_rates.json", "bootstrap": 100, "seed": 0,
+         "learning_rates": "reports/study/learning_rates.json", "aa_seeds": 0,
          "presets": {}}
 
 

@@ -182,7 +182,8 @@ def score_file(model_dir: str | Path, path: str | Path, format: str = "mc_jsonl"
                labels: str = "", batch_size: int = 16) -> dict[str, Any]:
     """A model folder (merged model, or an unmerged adapter whose run_info.json names its
     base) scored on a multiple-choice file, as the pipeline scores evaluate.files: acc,
-    acc_norm, the item count, and per item its id and 1/0 for both (for paired_bootstrap)."""
+    acc_norm, the item count, and per item its id and 1/0 for both (for
+    forgetful.report.stats.paired_items)."""
     from forgetful.core.config import build
     from forgetful.evaluate.benchmarks import load_file_benchmark
 

@@ -25,7 +25,7 @@ def primary_metric(metrics: dict[str, Any]) -> str:
 def run_tasks(model: Any, tokenizer: Any, tasks: tuple[str, ...], include_path: str,
               limit: int, batch_size: int) -> tuple[dict[str, Any], list[dict]]:
     """Scores per task (every lm-eval metric, and `acc` = its primary metric) and per-item
-    rows (kind general, acc = the item's primary metric) for the bootstrap."""
+    rows (kind general, acc = the item's primary metric) for the report's intervals."""
     try:
         import lm_eval
         from lm_eval.models.huggingface import HFLM

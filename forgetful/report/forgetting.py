@@ -1,9 +1,10 @@
-"""The forgetting report: base vs tuned, with paired bootstrap intervals.
+"""The forgetting report: base vs tuned, with paired 95% intervals.
 
 `compare` puts the base's and the tuned model's scores side by side (gains on trained
-tasks, change and retention everywhere else); `bootstrap` and `ratio_bootstrap` give
-paired percentile 95% intervals over items; `markdown` renders the report and `plot`
-its figures. `ReportParams` is the `report:` section of params.yaml.
+tasks, change and retention everywhere else); `intervals` gives each benchmark's interval
+over its items (forgetful.report.stats: one run, so item variance only), `ratio_bootstrap`
+the percentile intervals of token-weighted losses; `markdown` renders the report and
+`plot` its figures. `ReportParams` is the `report:` section of params.yaml.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from typing import Any, Literal
 
 from forgetful.core import tracking
 from forgetful.core.config import DataError, require
+from forgetful.report.stats import paired_items
 
 
 @dataclass(frozen=True)
 class ReportParams:
     samples: int  # general prompts shown side by side, before and after
-    bootstrap: int = 1000  # paired bootstrap resamples for the 95% intervals (0 = none)
+    bootstrap: int = 1000  # resamples for the text-loss and drift intervals (0 = none)
     seed: int = 0  # bootstrap seed
+    min_effect: float = 0.03  # the difference (fraction) power is reported for
     max_forgetting: float = 0.10  # mean drop elsewhere (fraction) that marks a run
     on_forgetting: Literal["warn", "fail"] = "warn"  # past max_forgetting: warn, or fail
     # a general benchmark counts in "kept" only when the base beats chance by this much
@@ -31,6 +34,8 @@ class ReportParams:
         require(self.bootstrap >= 0, "bootstrap", "must be >= 0")
         require(0 <= self.max_forgetting <= 1, "max_forgetting", "must be in [0, 1]")
         require(0 <= self.min_above_chance < 1, "min_above_chance", "must be in [0, 1)")
+        require(0 < self.min_effect < 1, "min_effect", "must be a fraction in (0, 1), e.g. "
+                "0.03 for 3 points")
 
 
 class ForgettingTooMuch(DataError):
@@ -62,47 +67,11 @@ def item_scores(predictions: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def paired_bootstrap(base: dict[str, float], tuned: dict[str, float], resamples: int = 1000,
-                     seed: Any = 0) -> dict[str, Any] | None:
-    """Paired percentile bootstrap of tuned − base over the items both scored (item id ->
-    score): the means, and 95% intervals of base, tuned and their difference, with the
-    verdict "inconclusive" when the difference's interval covers zero. `seed` is an int or
-    a numpy Generator (to draw several comparisons from one stream). None when no item is
-    shared or resamples is 0."""
-    import numpy as np
-
-    ids = sorted(set(base) & set(tuned))
-    if not ids or not resamples:
-        return None
-    rng = np.random.default_rng(seed)
-    b = np.array([base[i] for i in ids], dtype=float)
-    t = np.array([tuned[i] for i in ids], dtype=float)
-    idx = rng.integers(0, len(ids), size=(resamples, len(ids)))
-
-    def ci(x: Any) -> list[float]:
-        return [round(float(v), 4) for v in np.percentile(x, [2.5, 97.5])]
-
-    diff = ci((t[idx] - b[idx]).mean(1))
-    verdict = "inconclusive" if diff[0] <= 0 <= diff[1] else \
-        ("higher" if diff[0] > 0 else "lower")
-    return {"n": len(ids), "base": round(float(b.mean()), 4), "tuned": round(float(t.mean()), 4),
-            "difference": round(float((t - b).mean()), 4), "base_ci": ci(b[idx].mean(1)),
-            "tuned_ci": ci(t[idx].mean(1)), "difference_ci": diff, "verdict": verdict}
-
-
-def bootstrap(base: dict[str, dict], tuned: dict[str, dict], p: ReportParams
-              ) -> dict[str, dict[str, list[float]]]:
-    """Per benchmark, the paired bootstrap's 95% intervals of base, tuned and difference
-    (one random stream over the benchmarks in order, seeded by report.seed)."""
-    import numpy as np
-
-    rng = np.random.default_rng(p.seed)
-    intervals = {}
-    for name, items in base.items():
-        result = paired_bootstrap(items, tuned.get(name, {}), p.bootstrap, rng)
-        if result:
-            intervals[name] = {k: result[k] for k in ("base_ci", "tuned_ci", "difference_ci")}
-    return intervals
+def intervals(base: dict[str, dict], tuned: dict[str, dict]) -> dict[str, dict[str, list]]:
+    """Per benchmark, the 95% interval of tuned − base over its items (one run: item
+    variance; forgetful.report.stats.paired_items). Both must score the same items."""
+    return {name: {"difference_ci": paired_items(items, tuned.get(name, {}))["difference_ci"]}
+            for name, items in base.items() if items}
 
 
 NEAR_CHANCE = "general (near chance)"
@@ -208,8 +177,9 @@ def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
                      f"{pct(r['base'])} | "
                      f"{pct(r['tuned'])} | {100 * r['difference']:+.1f}{interval} | "
                      f"{retention} | {norm} |")
-    lines += ["", "Scores in percent; difference in points, with its paired bootstrap 95% "
-              "interval over items. acc_norm: lm-evaluation-harness's length-normalised "
+    lines += ["", "Scores in percent; difference in points, with its paired 95% interval over "
+              "items (one run: it counts item variance, not another training seed's; "
+              "`make seeds` measures both). acc_norm: lm-evaluation-harness's length-normalised "
               "accuracy (its usual figure for ARC-Challenge and OpenBookQA), base → tuned. "
               "Retention = tuned / base, shown for what the model should "
               "keep (n/a when the base scores 0). A general benchmark on which the base scores "
