@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install run test lint compare seeds study exps ui screenshots gpu-check bench bench-gpu
+.PHONY: install run test lint readme compare seeds study coverage exps ui screenshots gpu-check bench bench-gpu
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
+# The README's report block from reports/forgetting.md (after `make run`).
+readme: install
+	$(PY) -m forgetful.report.readme
+
 # Every PEFT method on the same mixture, one dvc experiment each, then reports/methods.md.
 compare: install
 	$(PY) -m stages.compare_methods --set train_adapter.max_steps=20 --set evaluate.max_test_examples=20
@@ -36,12 +40,17 @@ seeds: install
 	$(PY) -m stages.run_seeds
 
 # The learning-forgetting study (params.yaml study:): every point a dvc experiment, then
-# reports/study.md. `make study PRESET=quick`: 4 points, one seed.
+# reports/study.md and the per-item scores in reports/study/items.json.gz.
+# `make study PRESET=quick`: 4 points, one seed.
 PRESET ?= default
 study: install
 	dvc repro
 	$(PY) -m stages.run_study --lr-sweep --preset $(PRESET)   # only the trials not yet in reports/study/
 	$(PY) -m stages.run_study --preset $(PRESET)
+
+# How often the reports' 95% intervals cover the truth, by simulation (reports/stats/coverage.md).
+coverage: install
+	$(PY) benchmarks/coverage.py --runs 2000 --out reports/stats
 
 # `dvc exp show` with the columns that tell experiments apart (every nested param and
 # metric otherwise): the method, its rate and rank, replay, seed; gain, change elsewhere, drift.

@@ -31,8 +31,13 @@ from forgetful.core.artifacts import read_json, read_jsonl, write_json, write_js
 from forgetful.core.cli import run_stage
 from forgetful.core.config import ConfigError, build, load_params, require, section
 from forgetful.report.forgetting import ReportParams
+from forgetful.report.readme import section_body, write_between
 from forgetful.report.seeds import aggregate, markdown
 from forgetful.study import fingerprint
+
+DEFAULT_OUT = Path("reports/seeds")
+README_BLOCK = ("<!-- seeds: written by stages/run_seeds.py from reports/seeds.md -->",
+                "<!-- /seeds -->")
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,11 @@ def main(a: argparse.Namespace) -> None:
     runs = load_runs(a.out, p.runs)
     rows = aggregate(runs, min_effect)
     write_json(a.out.with_suffix(".json"), {"runs": [r["seeds"] for r in runs], "rows": rows})
-    write_text(a.out.with_suffix(".md"), markdown(rows, runs, min_effect))
+    text = markdown(rows, runs, min_effect)
+    write_text(a.out.with_suffix(".md"), text)
+    if a.out == DEFAULT_OUT:  # the README shows this one
+        if not write_between("README.md", *README_BLOCK, section_body(text)):
+            print(f"run_seeds: README.md has no {README_BLOCK[0]} block; not updated")
     print(f"run_seeds: {p.runs} runs -> {a.out.with_suffix('.md')}")
 
 
@@ -126,7 +135,7 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collect-only", action="store_true",
                         help="report from the runs already in --out")
-    parser.add_argument("--out", type=Path, default=Path("reports/seeds"),
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="folder of the runs; the report is <out>.md and <out>.json")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     a = parser.parse_args()

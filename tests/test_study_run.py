@@ -97,3 +97,15 @@ def test_study_two_workers_one_store_then_cached(tmp_path: Path, tiny_model: Pat
     study(repo, "--collect-only", "--from-mlflow")
     assert json.loads((repo / "reports/study.json").read_text())["points"] == \
         from_mlflow["points"]
+
+    # the committed per-item file alone: the same report with every experiment gone, and
+    # a new `make study` counts its points (this code's names) as done
+    items = repo / "reports/study/items.json.gz"
+    assert 0 < items.stat().st_size < 200_000
+    dvc(repo, "exp", "remove", "-A")
+    study(repo, "--from-items")
+    from_items = json.loads((repo / "reports/study.json").read_text())
+    assert from_items["claims"] == from_dvc["claims"]
+    assert from_items["points"] == from_mlflow["points"]  # the last draw wrote the file
+    again = study(repo)
+    assert "10 points, 10 already done" in again and "queued" not in again

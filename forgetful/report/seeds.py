@@ -102,6 +102,10 @@ def power_cell(r: dict[str, Any]) -> str:
 
 def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], min_effect: float) -> str:
     seeds = ", ".join(f"train {r['seeds']['train']} / mixture {r['seeds']['mix']}" for r in runs)
+    codes = sorted({str(r["seeds"].get("code") or "") for r in runs})
+    made = ("Made by the pipeline " + ", ".join(f"`{c[:12]}`" for c in codes) +
+            " (forgetful/study/fingerprint.py)." if all(codes) else
+            "Made before runs recorded the pipeline that made them (no fingerprint).")
     suite = next((r for r in rows if r["benchmark"] == SUITE), None)
     changed = [r for r in rows if r["verdict"] != r["previous"]["verdict"]]
     lines = ["# Forgetting over seeds", "",
@@ -110,7 +114,8 @@ def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], min_effect:
              "param are the same. Per benchmark: the base score, the tuned score and the change "
              "averaged over the runs, its 95% interval and verdict, the previous method's "
              "interval and verdict, the change in each run, the standard deviation of the "
-             "change across runs, and the source of variance that dominates the interval.", "",
+             f"change across runs, and the source of variance that dominates the interval. {made}",
+             "",
              "The interval treats the runs as what they are, a crossed design (every seed "
              "scores the same items): its variance counts seeds, items and their interaction "
              "once each, with t on Satterthwaite's degrees of freedom "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetful.core.artifacts import package_versions, write_json, write_text
-from forgetful.report.readme import write_between
+from forgetful.report.readme import section_body, write_between
 from forgetful.report.study import Run, frontier, summarise
 from forgetful.report.study_claims import claims
 from forgetful.report.study_page import markdown, plot
@@ -109,9 +109,7 @@ def draw(p: StudyParams, plan: Plan, runs: list[Run], preset: str, log: list[dic
     write_text(where.out.with_suffix(".md"), text)
     write_items(where.items, runs)
     if where.readme is not None:
-        body = text.split("\n", 2)[2].replace("](study/", "](reports/study/")
-        body = body.replace("\n## ", "\n#### ")  # inside the README's study section
-        if not write_between(where.readme, *README_BLOCK, body):
+        if not write_between(where.readme, *README_BLOCK, section_body(text)):
             print(f"run_study: {where.readme} has no {README_BLOCK[0]} ... {README_BLOCK[1]} "
                   "block; not updated")
     write_json(where.out.with_suffix(".json"), {
