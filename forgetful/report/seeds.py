@@ -96,8 +96,8 @@ def power_cell(r: dict[str, Any]) -> str:
         return ""
     if p.get("note"):
         return p["note"]
-    return f"detects {100 * p['detectable']:.1f}; {100 * p['min_effect']:.0f}: " + \
-        stats.needs(p)
+    return (f"detects {100 * p['detectable']:.1f}; {100 * p['min_effect']:.0f} points "
+            + stats.needs(p))
 
 
 def markdown(rows: list[dict[str, Any]], runs: list[dict[str, Any]], min_effect: float) -> str:

@@ -275,14 +275,16 @@ def power(result: dict[str, Any], min_effect: float, max_seeds: int = 1000,
 
 
 def needs(p: dict[str, Any]) -> str:
-    """What `power` says would detect min_effect, in words."""
+    """What `power` says would detect min_effect, in words: "needs 88 seeds", "needs 4.25×
+    the items", "needs 22 seeds with 66× the items", or out of reach."""
     seeds, items, both = p.get("seeds_needed"), p.get("items_factor_needed"), p.get("both_needed")
     if seeds or items:
-        return " or ".join(x for x in (f"{seeds} seeds" if seeds else "",
-                                       f"{items:g}× the items" if items else "") if x)
+        return "needs " + " or ".join(x for x in (f"{seeds} seeds" if seeds else "",
+                                                  f"{items:g}× the items" if items else "")
+                                      if x)
     if both:
-        return f"{both['seeds']} seeds with {both['items_factor']:g}× the items"
-    return "out of reach (past 100 seeds and 100× the items)"
+        return f"needs {both['seeds']} seeds with {both['items_factor']:g}× the items"
+    return "is out of reach of 100 seeds with 100× the items"
 
 
 def nested_bootstrap(per_seed: Sequence[Sequence[tuple[Sequence[float], float]]],

@@ -25,7 +25,7 @@ def power_text(cmp: dict[str, Any]) -> str:
         return p["note"]
     effect = f"{100 * p['min_effect']:.0f}"
     return (f"detects {signed(p['detectable']).lstrip('+')} at 80% power; {effect} points "
-            f"needs {stats.needs(p)}")
+            f"{stats.needs(p)}")
 
 
 def claim_lines(found: list[dict[str, Any]]) -> list[str]:
