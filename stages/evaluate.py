@@ -31,7 +31,7 @@ from pathlib import Path
 from forgetful.core import tracking
 from forgetful.core.artifacts import Timer, dvc_md5, read_json, write_json, write_jsonl
 from forgetful.core.cli import run_stage
-from forgetful.core.config import build, load_params, section
+from forgetful.core.config import NonFinite, build, load_params, section
 from forgetful.data.eval_sets import EvalSets, read_eval_sets
 from forgetful.data.inputs import verify
 from forgetful.data.templates import prompt_of
@@ -61,6 +61,17 @@ def evaluation_datasets(eval_sets: Path, sets: EvalSets, p: EvalParams) -> list[
 def main(name: str, model_dir: Path, eval_sets: Path, scores_path: Path, predictions_path: Path,
          samples_path: Path, params_file: Path = Path("params.yaml"),
          inputs: Path | None = None) -> None:
+    try:
+        score(name, model_dir, eval_sets, scores_path, predictions_path, samples_path,
+              params_file, inputs)
+    except NonFinite as err:  # which model: the base, or the merged one
+        raise NonFinite(f"{model_dir}: {err}; nothing was written") from err
+
+
+def score(name: str, model_dir: Path, eval_sets: Path, scores_path: Path,
+          predictions_path: Path, samples_path: Path, params_file: Path,
+          inputs: Path | None) -> None:
+    """Score the model and write the three outs (main, with the model named on failure)."""
     params = load_params(params_file)
     p = build(EvalParams, section(params, "evaluate"), "evaluate")
     template = section(params, "format_data")["template"]

@@ -2,7 +2,8 @@
 
 Deps:   this module, forgetful.train (merging, methods), models/base, models/adapter, the probe
         prompts (data/mixed/val.jsonl).
-Params: merge_adapter.* (probe_examples, tolerance by dtype, qlora_base).
+Params: merge_adapter.* (probe_examples, tolerance by dtype, qlora_base, strength: the
+        share α of the trained change merged, WiSE-FT's interpolation toward the base).
 Outs:   <out>/ the tuned model in transformers' format (safetensors + tokenizer) with
         run_info.json; metrics <metrics> (max |logit difference| adapter vs merged); with
         tracking.log_merged, the merged model as an MLflow logged model of the run.
@@ -46,6 +47,10 @@ def main(base: Path, adapter: Path, probe: Path, out: Path, metrics_path: Path,
     p = build(MergeParams, section(params, "merge_adapter"), "merge_adapter")
     tp = tracking.load(params)
     info = read_json(adapter / "run_info.json")
+    if p.strength != 1 and not METHODS[info["method"]].mergeable:
+        raise ConfigError(f"merge_adapter.strength is {p.strength:g}, but {info['method']} adds "
+                          "trained inputs (virtual tokens, prefixes or adaption prompts), not a "
+                          "weight change: there is nothing to scale; set strength: 1")
     dtype = read_json(base / "run_info.json").get("dtype", "float32")
     if dtype not in p.tolerance:
         raise ConfigError(f"merge_adapter.tolerance has no entry for the base's dtype {dtype}; "

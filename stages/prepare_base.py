@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, Literal
 
 from forgetful.core.artifacts import atomic_dir, file_sha256, run_info, write_json
 from forgetful.core.cli import run_stage
-from forgetful.core.config import ConfigError, build, load_params, require, section
+from forgetful.core.config import ConfigError, DataError, build, load_params, require, section
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -91,10 +92,22 @@ def _from_hub(p: PrepareBaseParams) -> tuple[Any, Any, dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"revision": p.revision, "trust_remote_code": p.trust_remote_code}
-    tokenizer = AutoTokenizer.from_pretrained(p.hub_id, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(
-        p.hub_id, dtype=_dtype(p.dtype), use_safetensors=True, **kwargs
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(p.hub_id, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            p.hub_id, dtype=_dtype(p.dtype), use_safetensors=True, **kwargs
+        )
+    except OSError as err:  # transformers' error for a repository it can neither fetch nor find
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        why = "offline mode (HF_HUB_OFFLINE=1) forbids" if offline else \
+            "the hub could not be reached for"
+        raise DataError(
+            f"prepare_base: {p.hub_id} at revision {p.revision} is not in the Hugging Face "
+            f"cache and {why} the download ({str(err).splitlines()[0]}). Download "
+            f"it where there is network (`huggingface-cli download {p.hub_id} --revision "
+            f"{p.revision}`) into this machine's cache, or put the model folder here and use "
+            "prepare_base.source: local with local_path: <folder>; nothing was written"
+        ) from err
     return model, tokenizer, {"source": "hub", "hub_id": p.hub_id, "revision": p.revision}
 
 

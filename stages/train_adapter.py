@@ -9,11 +9,15 @@ Outs:   <out>/ adapter in PEFT's format (adapter_config.json, adapter_model.safe
         curve <curve> (CSV: step, loss, learning_rate) as a DVC plot; tokens/s per step
         goes to MLflow only, so the curve is the same bytes on every identical run; with
         evaluate_every > 0, the probe points <probe> (CSV: step, general suite subsample,
-        each evaluated task's held-out items; forgetful/train/probes.py), also in MLflow.
+        each evaluated task's held-out items; forgetful/train/probes.py), also in MLflow;
+        <kept>/step-NNNNN/: with keep_every > 0, the weights every keep_every steps before
+        the last, each in the adapter's own format with its run_info.json (for full
+        fine-tuning each is a whole model: 540 MB a snapshot for the default base in fp32),
+        and <kept>/steps.json listing them (empty without keep_every).
 Run:    python -m stages.train_adapter --base models/base --data data/mixed \
             --out models/adapter --metrics reports/metrics/train.json \
             --curve reports/plots/train_curve.csv --eval-sets data/eval \
-            --probe reports/plots/probe_curve.csv
+            --probe reports/plots/probe_curve.csv --kept models/kept
 
 Uses transformers' Trainer (optimizer, schedule, accumulation, devices, DDP/FSDP under
 torchrun, checkpoints); our code tokenizes with label masking, computes the output layer
@@ -27,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,9 +53,9 @@ from forgetful.core.artifacts import (
     write_text,
 )
 from forgetful.core.cli import run_stage
-from forgetful.core.config import DataError, load_params, section
+from forgetful.core.config import DataError, NonFinite, load_params, section
 from forgetful.train import checkpoints, distributed
-from forgetful.train.callbacks import make_callback
+from forgetful.train.callbacks import keeper, make_callback
 from forgetful.train.probes import probe_callback, probe_set
 from forgetful.train.trainer import (
     VOLATILE,
@@ -80,11 +86,40 @@ def open_run(p: TrainParams, params: dict, tp: tracking.TrackingParams, base_inf
               "base_model": str(base_info.get("base_model", {}).get("source"))})
 
 
+def snapshot_writer(p: TrainParams, base: Path, base_info: dict) -> Any:
+    """save(model, folder, step): the weights as they are at `step`, in the adapter's
+    format, with a run_info.json that names the method and base (merge reads it)."""
+    def save(model: Any, folder: Path, step: int) -> None:
+        with atomic_dir(folder) as tmp:
+            model.save_pretrained(tmp)
+            sort_config_lists(tmp / "adapter_config.json")
+            write_json(tmp / "run_info.json", run_info(
+                "train_adapter", {**rest_fields(p), p.method: vars(p.method_params)},
+                method=p.method, base_model=base_info.get("base_model"),
+                base_path=str(base), step=step))
+    return save
+
+
 def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path,
          params_file: Path = Path("params.yaml"), checkpoint_dir: Path | None = None,
-         eval_sets: Path | None = None, probe_path: Path | None = None) -> None:
+         eval_sets: Path | None = None, probe_path: Path | None = None,
+         kept: Path | None = None) -> None:
+    # snapshots live beside the checkpoints (a resumed run keeps those made before it),
+    # else in a temporary folder gone when the stage ends
+    with tempfile.TemporaryDirectory(prefix="kept-") as scratch:
+        snapshots = checkpoint_dir / "kept" if checkpoint_dir is not None else Path(scratch)
+        run(base, data, out, metrics_path, curve_path, params_file, checkpoint_dir,
+            eval_sets, probe_path, kept, snapshots)
+
+
+def run(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path,
+        params_file: Path, checkpoint_dir: Path | None, eval_sets: Path | None,
+        probe_path: Path | None, kept: Path | None, snapshots: Path) -> None:
     params = load_params(params_file)
     p = parse_params(section(params, "train_adapter"))
+    if p.keep_every and kept is None:
+        raise DataError("train_adapter.keep_every is set but the stage has no --kept folder "
+                        "to keep the snapshots in (dvc.yaml: --kept models/kept)")
     tp = tracking.load(params)
     from transformers import AutoTokenizer
 
@@ -131,9 +166,18 @@ def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path
                                                          items.tasks.items()}
         probe = probe_callback(items, tokenizer, p.probe, p.evaluate_every, points,
                                lambda m, step: tracking.log_metrics(tp, run_id, m, step=step))
-    model, metrics = train(p, base, train_set, val_set, tokenizer.pad_token_id,
-                           make_callback(tp, run_id, curve, points), output_dir=checkpoint_dir,
-                           resume=resume, probe=probe)
+    keep = keeper(snapshots, p.keep_every, p.max_steps, snapshot_writer(p, base, base_info)) \
+        if p.keep_every else None
+    try:
+        model, metrics = train(p, base, train_set, val_set, tokenizer.pad_token_id,
+                               make_callback(tp, run_id, curve, points),
+                               output_dir=checkpoint_dir, resume=resume, probe=probe,
+                               keep=keep)
+    except NonFinite as err:  # a diverged run leaves nothing: no out, no checkpoint to resume
+        tracking.fail(tp, run_id, str(err))
+        if checkpoint_dir is not None and distributed.is_main():
+            checkpoints.clear(checkpoint_dir)
+        raise
     if not distributed.is_main():  # rank 0 writes the outputs
         return
     since = int(resume.name.split("-")[1]) if resume else -1  # points measured this session
@@ -148,8 +192,16 @@ def main(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path
                 "final_loss": curve[-1]["loss"], "dropped_too_long": dropped,
                 "processes": distributed.world_size(),
                 "resumed_from_step": max(since, 0)}
+    metrics["kept_steps"] = sorted(int(d.name.split("-")[1]) for d in snapshots.glob("step-*")
+                                   if d.is_dir()) if p.keep_every else []
     write_outputs(p, model, metrics, curve, base, base_info, out, metrics_path, curve_path)
     write_probe_curve(probe_path, points)
+    if kept is not None:  # the snapshots (none without keep_every): an out like the adapter
+        with atomic_dir(kept) as tmp:
+            for step in metrics["kept_steps"]:
+                shutil.copytree(snapshots / f"step-{step:05d}", tmp / f"step-{step:05d}")
+            write_json(tmp / "steps.json", {"keep_every": p.keep_every,
+                                            "steps": metrics["kept_steps"]})
     tracking.tag_adapter(tp, run_id, weights_sha256(out))
     tracking.log_metrics(tp, run_id, {f"train.{k}": v for k, v in metrics.items()})
     if metrics["adapter_mb"] < 200:  # a full fine-tune's whole model stays in DVC only
@@ -203,18 +255,20 @@ def cli() -> None:
                         help="gather_eval's folder: the probe's held-out task items")
     parser.add_argument("--probe", type=Path, default=None,
                         help="CSV of the probe points (train_adapter.evaluate_every)")
+    parser.add_argument("--kept", type=Path, default=None,
+                        help="folder of the snapshots kept every train_adapter.keep_every steps")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     a = parser.parse_args()
 
-    def run() -> None:
+    def start() -> None:
         p = parse_params(section(load_params(a.params), "train_adapter"))
         if p.processes > 1 and not distributed.launched():
             distributed.relaunch(p.processes, "stages.train_adapter", sys.argv[1:])
             return
         main(a.base, a.data, a.out, a.metrics, a.curve, a.params, a.checkpoints, a.eval_sets,
-             a.probe)
+             a.probe, a.kept)
 
-    run_stage(run)
+    run_stage(start)
 
 
 if __name__ == "__main__":

@@ -61,12 +61,15 @@ def test_bool_is_not_an_integer() -> None:
 
 
 def test_unknown_key_lists_known_keys() -> None:
-    with pytest.raises(ConfigError, match=r"train_adapter\.learning_rat is not a known key; known"):
+    with pytest.raises(ConfigError, match=r"train_adapter\.learning_rat is not a known key "
+                                          r"\(did you mean 'learning_rate'\?\); known keys "
+                                          r"are: seed, method, learning_rate"):
         parse_params(train_section(learning_rat=0.1))
 
 
 def test_unknown_method_lists_methods() -> None:
-    with pytest.raises(ConfigError, match=r"unknown method 'lorax'; choose one of lora"):
+    with pytest.raises(ConfigError, match=r"unknown method 'lorax' \(did you mean 'lora'\?\); "
+                                          r"choose one of lora"):
         parse_params(train_section(method="lorax"))
 
 

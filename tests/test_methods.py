@@ -240,3 +240,100 @@ def test_adalora_trains_with_its_orthogonal_regulariser_and_reallocates_rank(
     config = json.loads((tmp_path / "adapter/adapter_config.json").read_text())
     kept = [sum(mask) for mask in config["rank_pattern"].values()]
     assert kept and min(kept) < 4 and sum(kept) <= 2 * len(kept)  # init_r 4 -> target_r 2
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "ia3", "adalora", "full"])
+def test_merge_strength_interpolates_between_base_and_tuned(data: tuple[Path, dict],
+                                                            tmp_path: Path, method: str) -> None:
+    """merge_adapter.strength α: α = 1 is the plain merge, weight for weight; α = 0 gives
+    the base's logits; in between, the merged model matches the adapter model with its
+    change scaled by α (the stage's own check) and lies between the two."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    root, params = data
+    params = json.loads(json.dumps(params))
+    params["train_adapter"].update(method=method, learning_rate=5e-2)
+    params["train_adapter"][method] = SMALL[method]
+    adapter = tmp_path / "adapter"
+    train_adapter.main(root / "base", root / "mixed", adapter, tmp_path / "train.json",
+                       tmp_path / "curve.csv", write_params(tmp_path / "train.yaml", params))
+    ids = torch.tensor([[3, 9, 27, 81, 243, 5, 7]])
+    logits, weights = {}, {}
+    for alpha in (1.0, 0.5, 0.0):
+        params["merge_adapter"]["strength"] = alpha
+        out = tmp_path / f"merged-{alpha}"
+        merge_adapter.main(root / "base", adapter, root / "mixed" / "val.jsonl", out,
+                           tmp_path / f"merge-{alpha}.json",
+                           write_params(tmp_path / f"m{alpha}.yaml", params))
+        with torch.no_grad():
+            logits[alpha] = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
+        weights[alpha] = load_file(out / "model.safetensors")
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(root / "base").eval()(ids).logits
+    plain = tmp_path / "plain"
+    params["merge_adapter"].pop("strength")
+    merge_adapter.main(root / "base", adapter, root / "mixed" / "val.jsonl", plain,
+                       tmp_path / "plain.json", write_params(tmp_path / "plain.yaml", params))
+    assert all(torch.equal(t, load_file(plain / "model.safetensors")[k])
+               for k, t in weights[1.0].items())  # α = 1: today's merge
+    assert (logits[0.0] - base).abs().max() < 1e-4  # α = 0: the base
+    gap = (logits[1.0] - base).abs().max()
+    assert gap > 1e-3  # it learned something to scale
+    assert 0 < (logits[0.5] - base).abs().max() < gap
+
+
+def test_strength_for_a_method_without_a_weight_change_is_refused(
+        data: tuple[Path, dict], tmp_path: Path) -> None:
+    root, params = data
+    params = json.loads(json.dumps(params))
+    params["train_adapter"].update(method="prompt_tuning")
+    params["train_adapter"]["prompt_tuning"] = SMALL["prompt_tuning"]
+    adapter = tmp_path / "adapter"
+    train_adapter.main(root / "base", root / "mixed", adapter, tmp_path / "train.json",
+                       tmp_path / "curve.csv", write_params(tmp_path / "train.yaml", params))
+    params["merge_adapter"]["strength"] = 0.5
+    with pytest.raises(ConfigError, match=r"merge_adapter.strength is 0.5, but prompt_tuning "
+                                          r"adds trained inputs .*set strength: 1"):
+        merge_adapter.main(root / "base", adapter, root / "mixed" / "val.jsonl",
+                           tmp_path / "merged", tmp_path / "m.json",
+                           write_params(tmp_path / "m.yaml", params))
+    assert not (tmp_path / "merged").exists()
+    params["merge_adapter"]["strength"] = 1.5
+    with pytest.raises(ConfigError, match=r"merge_adapter.strength must be in \[0, 1\]"):
+        merge_adapter.main(root / "base", adapter, root / "mixed" / "val.jsonl",
+                           tmp_path / "merged", tmp_path / "m.json",
+                           write_params(tmp_path / "m.yaml", params))
+
+
+def test_kept_snapshots_are_the_weights_a_shorter_run_ends_with(data: tuple[Path, dict],
+                                                                 tmp_path: Path) -> None:
+    """train_adapter.keep_every: 2 over 6 steps keeps steps 2 and 4 (6 is the adapter); at
+    a constant learning rate, step 4's snapshot is byte for byte the adapter of a run
+    stopped at 4, and it merges like any adapter."""
+    root, params = data
+    params = json.loads(json.dumps(params))
+    params["train_adapter"].update(max_steps=6, keep_every=2, lr_scheduler="constant")
+    kept = tmp_path / "kept"
+    train_adapter.main(root / "base", root / "mixed", tmp_path / "adapter",
+                       tmp_path / "train.json", tmp_path / "curve.csv",
+                       write_params(tmp_path / "p6.yaml", params), kept=kept)
+    assert sorted(d.name for d in kept.iterdir()) == ["step-00002", "step-00004", "steps.json"]
+    assert json.loads((kept / "steps.json").read_text()) == {"keep_every": 2, "steps": [2, 4]}
+    assert json.loads((tmp_path / "train.json").read_text())["kept_steps"] == [2, 4]
+    assert json.loads((kept / "step-00004/run_info.json").read_text())["step"] == 4
+    params["train_adapter"].update(max_steps=4, keep_every=0)
+    train_adapter.main(root / "base", root / "mixed", tmp_path / "short",
+                       tmp_path / "t4.json", tmp_path / "c4.csv",
+                       write_params(tmp_path / "p4.yaml", params), kept=tmp_path / "none")
+    assert (kept / "step-00004/adapter_model.safetensors").read_bytes() == \
+        (tmp_path / "short/adapter_model.safetensors").read_bytes()
+    assert json.loads((tmp_path / "none/steps.json").read_text())["steps"] == []  # nothing kept
+    merge_adapter.main(root / "base", kept / "step-00004", root / "mixed" / "val.jsonl",
+                       tmp_path / "merged", tmp_path / "m.json",
+                       write_params(tmp_path / "m.yaml", params))
+    params["train_adapter"]["keep_every"] = 2
+    with pytest.raises(Exception, match="train_adapter.keep_every is set but the stage has no "
+                                        "--kept folder"):
+        train_adapter.main(root / "base", root / "mixed", tmp_path / "x", tmp_path / "x.json",
+                           tmp_path / "x.csv", write_params(tmp_path / "px.yaml", params))

@@ -137,6 +137,50 @@ def test_mlflow_down_changes_no_output_and_warns(tmp_path: Path, tiny_model: Pat
     assert not (tmp_path / "adapter").exists()
 
 
+def set_train(repo: Path, **values: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train_adapter"].update(values)
+    write_params(repo / "params.yaml", params)
+
+
+def test_a_diverged_run_is_never_cached(tmp_path: Path, up: Path) -> None:
+    """A learning rate that makes training NaN: one error line, a non-zero exit, no adapter,
+    nothing in DVC's run cache (a second try fails again instead of being restored); the
+    sane rate then restores the cached adapter."""
+    repo = tmp_path / "repo"
+    shutil.copytree(up, repo)
+    set_train(repo, learning_rate=1.0e30, warmup_steps=0)
+    for _ in range(2):
+        log = dvc(repo, "repro", ok=False)
+        assert "error: training diverged at step " in log and "Traceback" not in log
+        assert "ERROR: failed to reproduce 'train_adapter'" in log
+        assert not (repo / "models/adapter").exists()
+    assert "train_adapter" in dvc(repo, "status")
+    set_train(repo, learning_rate=TINY_PARAMS["train_adapter"]["learning_rate"], warmup_steps=0)
+    log = dvc(repo, "repro")
+    assert "Stage 'train_adapter' is cached - skipping run, checking out outputs" in log
+    assert (repo / "models/adapter/adapter_model.safetensors").read_bytes() == \
+        (up / "models/adapter/adapter_model.safetensors").read_bytes()
+    assert "Data and pipelines are up to date" in dvc(repo, "status")
+
+
+def test_a_hand_edited_out_is_reported_then_restored(tmp_path: Path, up: Path) -> None:
+    """`dvc status` names an out edited by hand; the next `dvc repro` puts back the bytes
+    its stage made (from the run cache) and runs nothing below it."""
+    repo = tmp_path / "repo"
+    shutil.copytree(up, repo)
+    mixed = repo / "data/mixed/train.jsonl"
+    original = mixed.read_bytes()
+    mixed.write_bytes(original + b'{"messages": []}\n')
+    status = dvc(repo, "status")
+    assert "mix_tasks:" in status and "modified:" in status and "data/mixed" in status
+    log = dvc(repo, "repro")
+    assert "Stage 'mix_tasks' is cached - skipping run, checking out outputs" in log
+    assert "Running stage 'train_adapter'" not in log
+    assert mixed.read_bytes() == original
+    assert "Data and pipelines are up to date" in dvc(repo, "status")
+
+
 def test_outputs_round_trip_through_the_dvc_remote(tmp_path: Path, up: Path) -> None:
     repo = tmp_path / "clone"
     shutil.copytree(up, repo)

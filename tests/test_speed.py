@@ -56,10 +56,11 @@ def test_readme_without_the_block_is_left_alone(tmp_path: Path) -> None:
 
 
 def test_the_readme_has_every_generated_block() -> None:
-    from stages import run_study
+    from forgetful.study import draw
+    from stages import run_seeds
 
     page = (ROOT / "README.md").read_text()
-    for start, end in (speed.README_BLOCK, run_study.README_BLOCK):
+    for start, end in (speed.README_BLOCK, draw.README_BLOCK, run_seeds.README_BLOCK):
         assert start in page and end in page.split(start, 1)[1], start
 
 

@@ -55,8 +55,12 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except BaseException:  # a full disk mid-write: no half-written temporary left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -52,4 +53,13 @@ def run_stage(main: Callable[[], None]) -> None:
         main()
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise  # anything else is not the user's to fix from one line: the traceback
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"error: no space left on the device{where}: free some space (`df -h .`) and "
+              "run again; this stage's outputs were not written (each is written to a "
+              "temporary file and renamed only when whole), and DVC caches nothing from a "
+              "stage that failed", file=sys.stderr)
         sys.exit(2)

@@ -9,9 +9,11 @@ full dotted key (`train_adapter.lora.r`) and what was expected, before any model
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -42,6 +44,22 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """An input file or record is malformed; the message names the file and the record."""
+
+
+class NonFinite(DataError):
+    """A loss, gradient or logits went NaN or infinite: a diverged training, or a model it
+    left broken. The message names the step or the model folder, and the fix."""
+
+
+def suggest(name: str, known: Iterable[str]) -> str:
+    """" (did you mean 'lora'?)" for the known name closest to `name` (case ignored: `LoRA`
+    -> `lora`; one typo: `learnig_rate` -> `learning_rate`), or ""."""
+    known = list(known)
+    lowered = {k.lower(): k for k in known}
+    if name.lower() in lowered:
+        return f" (did you mean {lowered[name.lower()]!r}?)"
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
+    return f" (did you mean {lowered[close[0]]!r}?)" if close else ""
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -174,6 +192,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         raise wrong
     if origin is Literal:
         if value not in get_args(tp):
+            if isinstance(value, str):  # `precision: FP32` -> did you mean 'fp32'?
+                hint = suggest(value, [a for a in get_args(tp) if isinstance(a, str)])
+                raise ConfigError(f"{wrong}{hint}")
             raise wrong
         return value
     if origin in (list, tuple):
@@ -225,7 +246,8 @@ def build(cls: type[T], data: Any, where: str) -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where}.{unknown[0]} is not a known key; known keys are: {', '.join(fields)}"
+            f"{where}.{unknown[0]} is not a known key{suggest(unknown[0], fields)}; known keys "
+            f"are: {', '.join(fields)}"
         )
     kwargs = {}
     for name, field in fields.items():

@@ -309,6 +309,15 @@ def finish(p: TrackingParams, run_id: str | None) -> None:
 
 
 @guarded
+def fail(p: TrackingParams, run_id: str | None, reason: str) -> None:
+    """End the run as FAILED, with the reason as its description (the UI shows it)."""
+    if run_id:
+        c = client(p)
+        c.set_tag(run_id, DESCRIPTION_TAG, f"**Failed:** {reason}")
+        c.set_terminated(run_id, status="FAILED")
+
+
+@guarded
 def tag_adapter(p: TrackingParams, run_id: str | None, sha256: str) -> None:
     """Mark the run as the one that trained the adapter with these weights."""
     if run_id:

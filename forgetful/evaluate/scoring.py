@@ -9,10 +9,13 @@ highest summed log-probability, `acc_norm` divides it by the choice's length in 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import torch
+
+from forgetful.core.config import NonFinite
 
 
 def progress(items: Any, desc: str) -> Any:
@@ -29,6 +32,31 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
     whole = tokenizer(context + continuation, add_special_tokens=False).input_ids
     ctx = tokenizer(context, add_special_tokens=False).input_ids
     return ctx, whole[len(ctx):]
+
+
+NON_FINITE = ("non-finite logits (NaN or inf): the model's weights are broken, most often by "
+              "a training that diverged; re-train with a lower train_adapter.learning_rate")
+
+
+def require_finite(values: Any) -> None:
+    """Scores computed from NaN or infinite logits would be ranked as if they meant
+    something (argmax over NaN): stop instead, with NonFinite."""
+    if not all(math.isfinite(v) for v in values):
+        raise NonFinite(NON_FINITE)
+
+
+def finite_logits_check() -> Any:
+    """A logits processor for `generate` that stops on non-finite logits (and changes
+    nothing else)."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class FiniteLogits(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            if not bool(torch.isfinite(scores).all()):
+                raise NonFinite(NON_FINITE)
+            return scores
+
+    return LogitsProcessorList([FiniteLogits()])
 
 
 def loglikelihoods(model: Any, tokenizer: Any, pairs: list[tuple[str, str]],
@@ -63,6 +91,7 @@ def token_loglikelihoods(model: Any, tokenizer: Any, encoded: list[tuple[list[in
             end = len(ctx) + len(cont) - 1
             positions = torch.arange(end - len(cont), end)
             scores[i] = float(logprobs[row, positions, torch.tensor(cont)].sum())
+    require_finite(scores)
     return scores
 
 
@@ -91,6 +120,7 @@ def multiple_choice(model: Any, tokenizer: Any, items: list[dict],
         for it in items:
             per_item.append(flat[pos : pos + len(it["choices"])])
             pos += len(it["choices"])
+    require_finite(ll for lls in per_item for ll in lls)
     results = []
     for it, lls in zip(items, per_item, strict=True):
         normed = [ll / len(choice) for ll, choice in zip(lls, it["choices"], strict=True)]
@@ -123,6 +153,7 @@ def label_choice(model: Any, tokenizer: Any, items: list[dict], batch_size: int)
         for g in groups:
             per_item.append(flat[pos : pos + len(g)])
             pos += len(g)
+    require_finite(ll for lls in per_item for ll in lls)
     return [max(range(len(lls)), key=lls.__getitem__) for lls in per_item]
 
 
@@ -276,6 +307,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
             cache = shared_cache(model, batch, shared) if shared else None
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id,
+                                 logits_processor=finite_logits_check(),
                                  **({name: cache} if cache is not None else {}))
         texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
                                        skip_special_tokens=True)
@@ -326,6 +358,8 @@ def generate_prompt_learning(model: Any, tokenizer: Any, prompts: list[str],
             last = positions[:, -1:]
             tokens, finished = [], torch.zeros(rows, dtype=torch.bool, device=device)
             for step in range(max_new_tokens):
+                if not bool(torch.isfinite(out.logits[:, -1]).all()):
+                    raise NonFinite(NON_FINITE)
                 token = out.logits[:, -1].argmax(-1)
                 tokens.append(token)
                 finished |= token == tokenizer.eos_token_id

@@ -69,9 +69,11 @@ def item_scores(predictions: list[dict]) -> dict[str, dict[str, float]]:
 
 def intervals(base: dict[str, dict], tuned: dict[str, dict]) -> dict[str, dict[str, list]]:
     """Per benchmark, the 95% interval of tuned − base over its items (one run: item
-    variance; forgetful.report.stats.paired_items). Both must score the same items."""
-    return {name: {"difference_ci": paired_items(items, tuned.get(name, {}))["difference_ci"]}
-            for name, items in base.items() if items}
+    variance; forgetful.report.stats.paired_items). A benchmark that both scored must be
+    scored on the same items; one that only one side scored (a column such as in-template
+    turned off for one evaluation) has no difference and gets no interval."""
+    return {name: {"difference_ci": paired_items(items, tuned[name])["difference_ci"]}
+            for name, items in base.items() if items and tuned.get(name)}
 
 
 NEAR_CHANCE = "general (near chance)"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgetful.core.config import require
+from forgetful.core.config import NonFinite, require
 from forgetful.data.eval_sets import read_eval_sets
 from forgetful.evaluate.general import SKILLS
 
@@ -124,7 +124,11 @@ def probe_callback(items: ProbeSet, tokenizer: Any, p: ProbeParams, every: int,
                                                       for x in points):
                 return
             started = time.perf_counter()
-            scores = run_probe(model, tokenizer, items, p)
+            try:
+                scores = run_probe(model, tokenizer, items, p)
+            except NonFinite as err:
+                raise NonFinite(f"training diverged by step {state.global_step}: the probe "
+                                f"met {err}; nothing was written") from err
             point = {"step": state.global_step, **scores,
                      "seconds": round(time.perf_counter() - started, 2)}
             points.append(point)

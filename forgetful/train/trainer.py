@@ -18,11 +18,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from forgetful.core.config import ConfigError, build, require
+from forgetful.core.config import ConfigError, build, require, suggest
 from forgetful.data.batches import collate, encode
 from forgetful.evaluate.heads import HeadSelector, selectable
 from forgetful.train import distributed
-from forgetful.train.callbacks import rank_allocator
+from forgetful.train.callbacks import divergence_guard, rank_allocator
 from forgetful.train.completion_loss import trainer_class
 from forgetful.train.methods import METHODS
 from forgetful.train.probes import ProbeParams
@@ -48,6 +48,7 @@ class TrainParams:
     checkpoint_every: int = 20  # optimizer steps between resumable checkpoints (0 = none)
     deterministic: bool = False  # GPU: deterministic kernels (CPU kernels already are)
     evaluate_every: int = 0  # optimizer steps between probes of forgetting (0 = off)
+    keep_every: int = 0  # optimizer steps between weight snapshots kept as an out (0 = none)
     probe: ProbeParams = field(default_factory=ProbeParams)  # what a probe scores
     method_params: Any = None  # filled from the method's block
 
@@ -62,6 +63,10 @@ class TrainParams:
         require(self.processes > 0, "processes", "must be a positive integer")
         require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0 (0 = none)")
         require(self.evaluate_every >= 0, "evaluate_every", "must be >= 0 (0 = off)")
+        require(self.keep_every >= 0, "keep_every", "must be >= 0 (0 = none)")
+        require(not (self.keep_every and self.strategy == "fsdp" and self.processes > 1),
+                "keep_every", "must be 0 with strategy fsdp (a snapshot is saved by one "
+                "process, and FSDP shards the weights over all of them)")
         require(not (self.evaluate_every and self.strategy == "fsdp" and self.processes > 1),
                 "evaluate_every", "must be 0 with strategy fsdp (a probe runs on one process, "
                 "and FSDP shards the weights over all of them)")
@@ -82,8 +87,8 @@ def parse_params(data: dict[str, Any]) -> TrainParams:
     p = build(TrainParams, rest, "train_adapter")
     if p.method not in METHODS:
         raise ConfigError(
-            f"train_adapter.method: unknown method {p.method!r}; choose one of {', '.join(METHODS)}"
-        )
+            f"train_adapter.method: unknown method {p.method!r}{suggest(p.method, METHODS)}; "
+            f"choose one of {', '.join(METHODS)}")
     method_params = build(METHODS[p.method].params, blocks.get(p.method) or {},
                           f"train_adapter.{p.method}")
     return dataclasses.replace(p, method_params=method_params)
@@ -113,7 +118,8 @@ def peft_model(base: str | Path, method: str, settings: Any = None, max_steps: i
     from transformers import AutoModelForCausalLM
 
     if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method {method!r}{suggest(method, METHODS)}; choose one "
+                          f"of {', '.join(METHODS)}")
     spec = METHODS[method]
     if not isinstance(settings, spec.params):
         settings = build(spec.params, settings or {}, f"train_adapter.{method}")
@@ -148,10 +154,12 @@ def build_model(p: TrainParams, base: Path) -> Any:
 
 def train(p: TrainParams, base: Path, train_set: list[dict], val_set: list[dict],
           pad_id: int, callback: Any, collator: Any = None, output_dir: Path | None = None,
-          resume: Path | None = None, probe: Any = None) -> tuple[Any, dict[str, Any]]:
+          resume: Path | None = None, probe: Any = None, keep: Any = None
+          ) -> tuple[Any, dict[str, Any]]:
     """Train; with `output_dir`, checkpoints every p.checkpoint_every steps go there, and
     `resume` (a checkpoint in it) continues a run exactly where it stopped. `probe` is a
-    callback that scores the model during training (forgetful.train.probes)."""
+    callback that scores the model during training (forgetful.train.probes), `keep` one
+    that saves snapshots (forgetful.train.callbacks.keeper)."""
     import torch
     from transformers import TrainingArguments, set_seed
 
@@ -159,8 +167,9 @@ def train(p: TrainParams, base: Path, train_set: list[dict], val_set: list[dict]
     set_seed(p.seed)  # before the adapter is built: its initial weights depend on it
     model = build_model(p, base)
     method = METHODS[p.method]
-    callbacks = [callback] + ([RankAllocator()] if method.reallocates_rank else []) + \
-        ([probe] if probe is not None else [])
+    callbacks = [callback, divergence_guard(p.learning_rate, p.warmup_steps, p.precision)] + \
+        ([RankAllocator()] if method.reallocates_rank else []) + \
+        [c for c in (probe, keep) if c is not None]
     trainable = sum(t.numel() for t in model.parameters() if t.requires_grad)
     total = sum(t.numel() for t in model.parameters())
     cuda = torch.cuda.is_available()
@@ -174,6 +183,7 @@ def train(p: TrainParams, base: Path, train_set: list[dict], val_set: list[dict]
             per_device_eval_batch_size=per_process, gradient_accumulation_steps=p.grad_accum,
             learning_rate=p.learning_rate, lr_scheduler_type=p.lr_scheduler,
             warmup_steps=p.warmup_steps, weight_decay=p.weight_decay, logging_steps=1,
+            logging_nan_inf_filter=False,  # a NaN loss is logged as NaN: the guard sees it
             eval_strategy="no", report_to="none", seed=p.seed,
             full_determinism=p.deterministic,
             data_seed=p.seed, use_cpu=not cuda,
