@@ -40,6 +40,8 @@ OWN_TIMERS = {
     "evaluate@base": ("evaluate@base", "reports/eval/base/scores.json", "seconds"),
     "evaluate@tuned": ("evaluate@tuned", "reports/eval/tuned/scores.json", "seconds"),
     "measure_drift": ("measure_drift", "reports/eval/drift/scores.json", "seconds"),
+    "select_model": ("select_model (candidates on the selection split, the chosen on test)",
+                     "reports/remedy/selection.json", "seconds"),
 }
 PROBES = "  of which forgetting probes"
 
@@ -56,12 +58,17 @@ def compare(before: Path, after: Path, out: Path) -> None:
              "included); in brackets the stage's own timer.", "",
              "| stage | before (s) | after (s) | after / before |", "|---|---:|---:|---:|"]
     def cell(run: dict, stage: str) -> str:
+        if stage not in run["stage_wall_seconds"]:
+            return "— (not in this pipeline)"
         timer = run["stages_seconds"].get(OWN_TIMERS.get(stage, ("",))[0])
         return f"{run['stage_wall_seconds'][stage]:.1f}" + (f" ({timer:.1f})" if timer else "")
 
-    for stage, wall in b["stage_wall_seconds"].items():
-        lines.append(f"| {stage} | {cell(b, stage)} | {cell(c, stage)} | "
-                     f"{c['stage_wall_seconds'][stage] / wall:.2f} |")
+    # every stage of either run, in the order they ran (a stage one pipeline lacks: "—")
+    stages = list(dict.fromkeys([*b["stage_wall_seconds"], *c["stage_wall_seconds"]]))
+    for stage in stages:
+        wall, after = b["stage_wall_seconds"].get(stage), c["stage_wall_seconds"].get(stage)
+        ratio = f"{after / wall:.2f}" if wall and after else "—"
+        lines.append(f"| {stage} | {cell(b, stage)} | {cell(c, stage)} | {ratio} |")
     lines += [f"| **total** | **{b['total_seconds']:.0f}** | **{c['total_seconds']:.0f}** | "
               f"**{c['total_seconds'] / b['total_seconds']:.2f}** |", ""]
     out.with_suffix(".md").write_text("\n".join(lines))

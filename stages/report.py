@@ -2,8 +2,9 @@
 
 Deps:   this module, both evaluations (scores, predictions, samples), the drift measurement, the
         mixture's composition (which tasks were trained), the training curve, the adapter's
-        run_info (MLflow run). Also reads, not as a dep, the other runs in the MLflow
-        experiment, for the learning-vs-forgetting scatter across experiments.
+        run_info (MLflow run), select_model's selection.json (the Remedy section). Also
+        reads, not as a dep, the other runs in the MLflow experiment, for the
+        learning-vs-forgetting scatter across experiments.
 Params: report.samples.
 Outs:   <markdown> (reports/forgetting.md), <figures>/ (PNG plots), metrics <metrics>
         (gain per trained task; difference and retention per untrained benchmark), and the
@@ -14,7 +15,7 @@ Run:    python -m stages.report --base-eval reports/eval/base --tuned-eval repor
             --adapter models/adapter --markdown reports/forgetting.md \
             --figures reports/figures --metrics reports/metrics/forgetting.json \
             --plot reports/plots/forgetting.csv --drift reports/eval/drift \
-            --probe reports/plots/probe_curve.csv
+            --probe reports/plots/probe_curve.csv --remedy reports/remedy/selection.json
 
 Trained tasks (weight > 0 in the mixture) are what the model should learn; every other
 task and every general benchmark is what it should keep. Retention is tuned / base.
@@ -54,6 +55,7 @@ from forgetful.report.forgetting import (
     text_intervals,
     text_rows,
 )
+from forgetful.report.remedy import markdown as remedy_markdown
 
 
 def main(a: argparse.Namespace) -> None:
@@ -113,7 +115,17 @@ def main(a: argparse.Namespace) -> None:
     with atomic_dir(a.figures) as tmp:
         names = plot(result, curve, (others, current), tmp)
     rel = [str((a.figures / n).relative_to(a.markdown.parent)) for n in names]
-    write_text(a.markdown, markdown(result, samples, adapter_info.get("metrics", {}), rel))
+    remedy = read_json(a.remedy) if a.remedy and a.remedy.exists() else {"skipped": "none"}
+    remedy_lines = None
+    if "skipped" not in remedy:
+        figure = a.remedy.parent / "remedy.png"
+        remedy_lines = remedy_markdown(remedy) + (
+            [f"![remedy]({figure.relative_to(a.markdown.parent)})", ""]
+            if figure.exists() else [])
+        result["remedy"] = {"chosen": remedy["chosen"], "budget": remedy["budget"],
+                            "test": {k: remedy["test"][k] for k in ("tuned", "chosen")}}
+    write_text(a.markdown, markdown(result, samples, adapter_info.get("metrics", {}), rel,
+                                    remedy_lines))
     write_json(a.metrics, result)
     write_text(a.plot, "benchmark,base,tuned\n" + "".join(
         f"{r['benchmark']},{r['base']},{r['tuned']}\n" for r in result["rows"]))
@@ -123,7 +135,7 @@ def main(a: argparse.Namespace) -> None:
                               for name, c in mix.get("contamination", {}).items()},
         "forgetting": {k: v for k, v in result.items()
                        if k not in ("rows", "text", "max_forgetting", "task_details",
-                                    "probe")},
+                                    "probe", "remedy")},
         "forgetting.difference": {r["benchmark"]: r["difference"] for r in result["rows"]},
         "forgetting.text_rise": {r["corpus"]: r["rise"] for r in result["text"]},
     })
@@ -132,11 +144,13 @@ def main(a: argparse.Namespace) -> None:
         # the study redraws from MLflow alone with them (stages/run_study.py --from-mlflow)
         tracking.log_artifacts(tp, run_id, [folder / "predictions.jsonl"], f"eval/{name}")
     tracking.describe(tp, run_id, headline(result))
+    # with the remedy on, the champion is select_model's chosen model, not the adapter
+    passed = not result["forgetting_too_much"] and "skipped" in remedy
     version = tracking.register(tp, run_id, tracking.find_model(tp, run_id, "adapter"),
-                                passed=not result["forgetting_too_much"])
+                                passed=passed)
     if version:
         print(f"report: registered {tp.register} version {version} (candidate"
-              f"{', champion' if not result['forgetting_too_much'] else ''})")
+              f"{', champion' if passed else ''})")
     print(f"report: mean gain {pct(result['mean_gain'])} pts, mean retention "
           f"{pct(result['mean_retention'])}% -> {a.markdown}")
 
@@ -150,6 +164,8 @@ def cli() -> None:
                         help="measure_drift's folder (items.jsonl, scores.json)")
     parser.add_argument("--probe", type=Path, default=None,
                         help="train_adapter's probe CSV (forgetting during training)")
+    parser.add_argument("--remedy", type=Path, default=None,
+                        help="select_model's selection.json (the Remedy section)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     run_stage(lambda: main(args))

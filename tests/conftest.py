@@ -99,7 +99,8 @@ TINY_PARAMS = {
                  "text_suite": ["prose"], "text_files": {}, "text_window": 64,
                  "sample_tokens": 6, "drift": True},  # measure_drift's DVC params name it
     "report": {"samples": 3, "bootstrap": 200, "seed": 0, "max_forgetting": 0.1,
-               "on_forgetting": "warn"},
+               "on_forgetting": "warn", "min_above_chance": 0.1},
+    "remedy": {"strengths": [0.5], "steps": [], "budget": 0.05, "measure": "elsewhere"},
     "tracking": {"uri": "", "experiment": "tests", "enabled": True},
     "safety": {"allow_outside_paths": True},  # the tiny model lives in a pytest tmp folder
 }

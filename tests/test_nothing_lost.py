@@ -112,9 +112,10 @@ def test_mlflow_down_changes_no_output_and_warns(tmp_path: Path, tiny_model: Pat
     for same in ("reports/plots/train_curve.csv", "reports/plots/forgetting.csv",
                  "reports/forgetting.md"):
         assert (down / same).read_text() == (up / same).read_text(), same
-    # One warning per stage that tracks (train, merge, 2 x evaluate, drift, report) ...
+    # One warning per stage that tracks (train, merge, 2 x evaluate, drift, select_model,
+    # report) ...
     warnings = re.findall(r"MLflow store (\S+) is unreachable", log)
-    assert len(warnings) == 6
+    assert len(warnings) == 7
     assert set(warnings) == {"http://***@127.0.0.1:9"}  # ... with the credentials hidden
     for path in [*down.rglob("*")]:  # every output, lock and log; not the copied tests
         if path.is_file() and not {".git", "tests"} & set(path.relative_to(down).parts) \

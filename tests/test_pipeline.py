@@ -40,7 +40,7 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
     assert ran(first) == {"index_inputs", "prepare_base", "format_data@sentiment",
                           "format_data@reading", "gather_eval", "mix_tasks", "train_adapter",
                           "merge_adapter", "evaluate@base", "evaluate@tuned", "measure_drift",
-                          "report"}
+                          "select_model", "report"}
     assert "| sentiment | trained task |" in (repo / "reports/forgetting.md").read_text()
     for noise in ("gemm_4bit_forward", "is_gradient_checkpointing", "FutureWarning"):
         assert noise not in first  # quieted where it comes from (forgetful/core/cli.py)
@@ -70,17 +70,22 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
     set_param(repo, "evaluate.files", {"mine": {"format": "mc_jsonl",
                                                 "path": "data/raw/mine.jsonl"}})
     assert ran(dvc(repo, "repro")) == {"index_inputs", "mix_tasks", "evaluate@base",
-                                       "evaluate@tuned", "report"}
+                                       "evaluate@tuned", "select_model", "report"}
     assert "mine" in json.loads((repo / "reports/eval/tuned/scores.json").read_text())["general"]
 
     set_param(repo, "evaluate.max_new_tokens", 6)  # (index_inputs reads evaluate's paths)
     assert ran(dvc(repo, "repro")) == {"index_inputs", "evaluate@base", "evaluate@tuned",
-                                       "report"}
+                                       "select_model", "report"}
+    # the remedy's budget: a new choice among the same candidates, nothing trained or
+    # evaluated again
+    set_param(repo, "remedy.budget", 0.5)
+    assert ran(dvc(repo, "repro")) == {"select_model", "report"}
+    assert "## Remedy" in (repo / "reports/forgetting.md").read_text()
 
     adapter_a = (repo / "models/adapter/adapter_model.safetensors").read_bytes()
     set_param(repo, "train_adapter.learning_rate", 1.0e-3)
     assert ran(dvc(repo, "repro")) == {"train_adapter", "merge_adapter", "evaluate@tuned",
-                                       "measure_drift", "report"}
+                                       "measure_drift", "select_model", "report"}
     # Back to the first learning rate: DVC's run cache restores the adapter (and what
     # follows from it) instead of training again, byte for byte.
     set_param(repo, "train_adapter.learning_rate", 5.0e-3)
@@ -91,7 +96,8 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
 
     set_param(repo, "mix_tasks.weights.reading", 0.5)  # a weight: mix onward, no formatting
     assert ran(dvc(repo, "repro")) == {"mix_tasks", "train_adapter", "merge_adapter",
-                                       "evaluate@tuned", "measure_drift", "report"}
+                                       "evaluate@tuned", "measure_drift", "select_model",
+                                       "report"}
 
     # A train-only task (the base model's own answers as replay data, never evaluated): it
     # is formatted and mixed in, the tuned model re-scored; what the base is scored on is
@@ -102,7 +108,7 @@ def test_dvc_repro_end_to_end_and_reruns_only_what_changed(tmp_path: Path,
     added = dvc(repo, "repro")
     assert ran(added) == {"index_inputs", "format_data@replay", "gather_eval", "mix_tasks",
                           "train_adapter", "merge_adapter", "evaluate@tuned", "measure_drift",
-                          "report"}
+                          "select_model", "report"}
     assert "evaluate@base" not in ran(added)
 
     from mlflow.tracking import MlflowClient

@@ -61,16 +61,19 @@ def test_paired_items_is_inconclusive_when_the_interval_covers_zero() -> None:
 
 
 @pytest.mark.parametrize("name,source", [("report", "reports/forgetting.md"),
+                                         ("remedy", "reports/forgetting.md"),
+                                         ("narrow", "reports/remedy/narrow.md"),
+                                         ("timings", "reports/timings.md"),
                                          ("seeds", "reports/seeds.md"),
                                          ("study", "reports/study.md")])
 def test_generated_blocks_are_copies_of_their_reports(name: str, source: str) -> None:
     """Every figure in a generated block comes from the report file it names: the block
     equals what its writer makes of that file today."""
-    from forgetful.report.readme import report_excerpt, section_body
+    from forgetful.report.readme import remedy_excerpt, report_excerpt, section_body
 
     text = (REPO / "README.md").read_text()
     start = next(line for line in text.splitlines() if line.startswith(f"<!-- {name}: "))
     block = text.split(start + "\n", 1)[1].split(f"\n<!-- /{name} -->", 1)[0]
     page = (REPO / source).read_text()
-    expected = report_excerpt(page) if name == "report" else section_body(page)
+    expected = {"report": report_excerpt, "remedy": remedy_excerpt}.get(name, section_body)(page)
     assert block.strip() == expected.strip(), f"README's {name} block differs from {source}"

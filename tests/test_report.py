@@ -42,7 +42,7 @@ def run(tmp_path: Path, tuned_capitals: list[int], **report_params: object) -> a
         tuned_eval=tmp_path / "tuned", mix=tmp_path / "mix.json", curve=tmp_path / "curve.csv",
         adapter=tmp_path / "adapter", markdown=tmp_path / "r/forgetting.md",
         figures=tmp_path / "r/figures", metrics=tmp_path / "r/forgetting.json",
-        plot=tmp_path / "r/forgetting.csv", drift=None, probe=None)
+        plot=tmp_path / "r/forgetting.csv", drift=None, probe=None, remedy=None)
     report.main(a)
     return a
 

@@ -34,6 +34,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
     params = json.loads(json.dumps(TINY_PARAMS))
     params["prepare_base"]["local_path"] = str(tiny_model)
     params["train_adapter"].update(max_steps=20, learning_rate=5e-2, evaluate_every=5,
+                                   keep_every=5,
                                    probe={"general_items": 30, "task_items": 6,
                                           "max_new_tokens": 4})
     params["train_adapter"]["lora"].update(r=8, target_modules=[
@@ -54,7 +55,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
     mix_tasks.main(w["formatted"], w["base"], w["mixed"], root / "mix.json", pfile)
     train_adapter.main(w["base"], w["mixed"], w["adapter"], root / "train.json",
                        root / "curve.csv", pfile, eval_sets=w["eval"],
-                       probe_path=root / "probe.csv")
+                       probe_path=root / "probe.csv", kept=root / "models/kept")
     merge_adapter.main(w["base"], w["adapter"], w["mixed"] / "val.jsonl", w["merged"],
                        root / "merge.json", pfile)
     for name, model in (("base", w["base"]), ("tuned", w["merged"])):
@@ -77,7 +78,7 @@ def run_report(w: dict, pfile: Path, tuned_eval: Path, drift: Path, out: Path) -
         mix=root / "mix.json", curve=root / "curve.csv", adapter=w["adapter"],
         markdown=out / "forgetting.md", figures=out / "figures",
         metrics=out / "forgetting.json", plot=out / "forgetting.csv", drift=drift,
-        probe=root / "probe.csv"))
+        probe=root / "probe.csv", remedy=None))
 
 
 def test_prepare_base_copies_a_local_model_exactly(work: dict, tiny_model: Path) -> None:
@@ -152,12 +153,22 @@ def test_same_params_and_data_give_the_same_adapter_bytes(work: dict, tmp_path: 
     memory figure is written into the adapter folder."""
     params = json.loads(json.dumps(yaml.safe_load(work["params"].read_text())))
     params["tracking"]["enabled"] = False
+    # and no snapshots kept (the workspace kept one every 5 steps): keeping changes nothing
+    params["train_adapter"]["keep_every"] = 0
     pfile = write_params(tmp_path / "params.yaml", params)
     train_adapter.main(work["base"], work["mixed"], tmp_path / "adapter", tmp_path / "t.json",
                        tmp_path / "c.csv", pfile, eval_sets=work["eval"])
     first = sorted(p.name for p in work["adapter"].iterdir())
     assert first == sorted(p.name for p in (tmp_path / "adapter").iterdir())
     for name in first:
+        if name == "run_info.json":  # the same but for the param that differs
+            a, b = (json.loads((d / name).read_text()) for d in (work["adapter"],
+                                                                  tmp_path / "adapter"))
+            assert (a["params"].pop("keep_every"), b["params"].pop("keep_every")) == (5, 0)
+            assert (a["metrics"].pop("kept_steps"), b["metrics"].pop("kept_steps")) == \
+                ([5, 10, 15], [])
+            assert a == b
+            continue
         assert (work["adapter"] / name).read_bytes() == (tmp_path / "adapter" / name).read_bytes()
 
 
@@ -168,6 +179,7 @@ def test_a_crash_while_writing_leaves_no_adapter(work: dict, tmp_path: Path,
 
     params = yaml.safe_load(work["params"].read_text())
     params["tracking"]["enabled"] = False
+    params["train_adapter"]["keep_every"] = 0
     pfile = write_params(tmp_path.parent / f"{tmp_path.name}.yaml", params)
     monkeypatch.setattr(train_adapter, "run_info", crash)  # after the weights are saved
     with pytest.raises(OSError, match="disk full"):
@@ -241,7 +253,7 @@ def test_probe_scores_learning_and_forgetting_during_training(work: dict, tmp_pa
     assert float(points[-1]["reading"]) == scores["reading"]["score"]
     # The probe leaves training alone: the same adapter bytes with the probe off.
     params = yaml.safe_load(work["params"].read_text())
-    params["train_adapter"]["evaluate_every"] = 0
+    params["train_adapter"].update(evaluate_every=0, keep_every=0)
     params["tracking"]["enabled"] = False  # the module's MLflow run stays the only one
     pfile = write_params(tmp_path / "params.yaml", params)
     train_adapter.main(work["base"], work["mixed"], tmp_path / "adapter", tmp_path / "t.json",
@@ -549,3 +561,151 @@ def test_peak_gpu_memory_is_the_devices_not_the_hosts(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *_: 3 * 2**30)
     assert artifacts.peak_gpu_memory_mb() == 3072.0
+
+
+def run_select(w: dict, out: Path, min_above_chance: float = 0.1, **remedy: object) -> dict:
+    """select_model on the workspace (tracking off), its selection.json."""
+    import argparse
+
+    from stages import select_model
+
+    root = w["root"]
+    params = yaml.safe_load(w["params"].read_text())
+    params["remedy"].update(remedy)
+    params["report"]["min_above_chance"] = min_above_chance
+    params["tracking"]["enabled"] = False
+    out.mkdir(parents=True, exist_ok=True)
+    select_model.main(argparse.Namespace(
+        params=write_params(out / "params.yaml", params), base=w["base"], adapter=w["adapter"],
+        kept=root / "models/kept", merged=w["merged"], formatted=w["formatted"],
+        eval_sets=w["eval"],
+        probe=w["mixed"] / "val.jsonl", base_eval=root / "eval/base",
+        tuned_eval=root / "eval/tuned", mix=root / "mix.json", out=out / "selected",
+        selection=out / "selection.json", figure=out / "remedy.png"))
+    return json.loads((out / "selection.json").read_text())
+
+
+def test_select_model_chooses_on_items_the_verdict_never_reads(work: dict, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """Every candidate and the base are scored on the tasks' validation splits and the
+    selection half of the general suite only; the test items are scored once, for the
+    chosen model; the chosen model loads with plain transformers and gives the logits of
+    its candidate."""
+    from transformers import AutoModelForCausalLM
+
+    from forgetful.data.eval_sets import read_eval_sets
+    from forgetful.evaluate.evaluator import score_items
+    from forgetful.report.remedy import VERDICT, half
+    from stages import select_model
+
+    calls: list[set[str]] = []
+
+    def recording(model, tokenizer, tasks, labels, general, p):
+        calls.append({r["id"] for rs in tasks.values() for r in rs}
+                     | {i for pairs in general.values() for i, _ in pairs})
+        return score_items(model, tokenizer, tasks, labels, general, p)
+
+    monkeypatch.setattr(select_model, "score_items", recording)
+    # a budget no candidate can miss: the most learning wins, whichever it is
+    got = run_select(work, tmp_path, strengths=[0.25, 0.5], budget=1.0)
+    names = [c["name"] for c in got["candidates"]]
+    assert names == ["α=1.00", "α=0.50", "α=0.25", "step 5", "step 10", "step 15"]
+    assert all(c["within_budget"] for c in got["candidates"])
+    best = max(got["candidates"], key=lambda c: (c["learning"]["value"],
+                                                 c["forgetting"]["value"]))
+    assert got["chosen"] == best["name"]
+    tests = read_eval_sets(work["eval"]).tests
+    test_ids = {r["id"] for rs in tests.values() for r in rs}
+    general = {json.loads(line)["id"] for line in
+               (work["root"] / "eval/base/predictions.jsonl").read_text().splitlines()
+               if json.loads(line)["kind"] == "general"}
+    verdict = {i for i in general if half(i) == VERDICT}
+    selection_calls = calls[: 1 + len(names)]  # the base, then each candidate
+    for ids in selection_calls:
+        assert ids and not ids & (test_ids | verdict)
+        assert all("-val-" in i or i in general for i in ids)
+    if got["chosen"] != "α=1.00":  # the chosen one alone meets the test items
+        assert len(calls) == len(selection_calls) + 1
+        assert calls[-1] == test_ids | verdict
+    else:
+        assert len(calls) == len(selection_calls)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "selected")
+    info = json.loads((tmp_path / "selected/run_info.json").read_text())
+    assert info["candidate"] == got["chosen"]
+    from forgetful.report.remedy import groups
+
+    roles = groups(json.loads((work["root"] / "eval/base/scores.json").read_text()),
+                   {"sentiment"}, 0.1)  # the tiny model is near chance on general skills
+    counted = {i for i in verdict if i.rsplit("-", 1)[0] in roles["elsewhere"]}
+    assert got["test"]["items"] == len(test_ids) + len(counted)
+    assert (tmp_path / "remedy.png").stat().st_size > 10_000
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    from forgetful.train.merging import MergeParams, merged_at
+
+    source = {"final": work["adapter"]}.get(best["source"],
+                                          work["root"] / "models/kept" / best["source"])
+    if got["chosen"] == "α=1.00":
+        reference = AutoModelForCausalLM.from_pretrained(work["merged"])
+    else:
+        reference, _ = merged_at({"base": work["base"], "adapter": source,
+                                  "info": json.loads((source / "run_info.json").read_text()),
+                                  "batch": {"input_ids": ids,
+                                            "attention_mask": torch.ones_like(ids)},
+                                  "tolerance": 1e-4, "p": MergeParams(probe_examples=1)},
+                                 best["alpha"])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, reference(ids).logits, atol=1e-5)
+
+
+def test_select_model_saves_the_base_or_the_merged_model_byte_for_byte(
+        work: dict, tmp_path: Path, monkeypatch) -> None:
+    """When the rule answers the base (none within budget) or α = 1, <out> holds those
+    models' very weights; the verdict is read on the general suite's verdict half only."""
+    from forgetful.report import remedy
+    from stages import select_model
+
+    for answer, source in (("base", work["base"]), ("α=1.00", work["merged"])):
+        def fixed(rows, budget, answer=answer):
+            remedy.choose(rows, budget)  # marks within_budget
+            return {"chosen": answer, "why": "fixed by the test"}
+
+        monkeypatch.setattr(select_model, "choose", fixed)
+        got = run_select(work, tmp_path / answer, strengths=[0.5])
+        assert got["chosen"] == answer
+        assert (tmp_path / answer / "selected/model.safetensors").read_bytes() == \
+            (source / "model.safetensors").read_bytes()
+        same = got["test"]["chosen_vs_tuned"]["learning"]
+        assert (same["value"] == 0) == (answer == "α=1.00")
+    # the tiny model is near chance on every general skill: nothing to pool, and a
+    # forgetting measure with no benchmark does not bar a candidate
+    pooled = run_select(work, tmp_path / "pooled", strengths=[0.5], measure="general_suite")
+    assert all(c["forgetting"] is None and c["within_budget"] for c in pooled["candidates"])
+
+
+def test_select_model_bad_steps_fail_before_any_model_and_off_writes_a_note(
+        work: dict, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"remedy.steps names step 7, which train_adapter "
+                                          r"did not keep \(kept: \[5, 10, 15\]\)"):
+        run_select(work, tmp_path / "bad", steps=[7])
+    assert not (tmp_path / "bad/selected").exists()
+    assert not (tmp_path / "bad/selection.json").exists()
+    params = yaml.safe_load(work["params"].read_text())
+    params["remedy"]["strengths"] = []
+    kept = tmp_path / "nokept"
+    kept.mkdir()
+    (kept / "steps.json").write_text(json.dumps({"keep_every": 0, "steps": []}))
+    import argparse
+
+    from stages import select_model
+
+    params["tracking"]["enabled"] = False
+    root = work["root"]
+    select_model.main(argparse.Namespace(
+        params=write_params(tmp_path / "p.yaml", params), base=work["base"],
+        adapter=work["adapter"], kept=kept, merged=work["merged"], formatted=work["formatted"],
+        eval_sets=work["eval"], probe=work["mixed"] / "val.jsonl", base_eval=root / "eval/base",
+        tuned_eval=root / "eval/tuned", mix=root / "mix.json", out=tmp_path / "off",
+        selection=tmp_path / "off.json", figure=tmp_path / "off.png"))
+    assert "skipped" in json.loads((tmp_path / "off.json").read_text())
+    assert (tmp_path / "off.png").exists()  # an out DVC expects, saying the stage is off
+    assert [p.name for p in (tmp_path / "off").iterdir()] == ["run_info.json"]

@@ -156,6 +156,24 @@ def score_general(model: Any, tokenizer: Any, p: EvalParams) -> tuple[dict[str, 
     return scores, rows
 
 
+def score_items(model: Any, tokenizer: Any, tasks: dict[str, list[dict]],
+                labels: dict[str, list[str]], general: dict[str, list[tuple[str, dict]]],
+                p: EvalParams) -> dict[str, dict[str, float]]:
+    """benchmark -> item id -> 1/0 on exactly the items given: tasks' records scored as
+    score_tasks does (answer format and in-template off), general benchmarks' (id, item)
+    pairs by multiple-choice acc. What the remedy's candidates are scored with, on the
+    selection split and, for the chosen one, on the test items."""
+    out: dict[str, dict[str, float]] = {}
+    if tasks:
+        _, rows = score_tasks(model, tokenizer, tasks, p, labels, None, answer_format=False)
+        for r in rows:
+            out.setdefault(r["task"], {})[r["id"]] = float(r["correct"])
+    for name, pairs in general.items():
+        results = multiple_choice(model, tokenizer, [it for _, it in pairs], p.batch_size)
+        out[name] = {i: float(res["acc"]) for (i, _), res in zip(pairs, results, strict=True)}
+    return out
+
+
 def score_texts(model: Any, tokenizer: Any, p: EvalParams
                 ) -> tuple[dict[str, Any], list[dict]]:
     """Loss on plain text: per corpus the token-weighted mean NLL (nats per token), its

@@ -86,3 +86,56 @@ def experiments(points: list[dict], current: dict, path: Path) -> None:
     ax.set_title("Learning vs forgetting across experiments")
     ax.legend(loc="best", fontsize=8)
     _save(plt, fig, path)
+
+
+def note(text: str, path: Path) -> None:
+    """A figure that says why there is nothing to plot (a stage that is off)."""
+    import textwrap
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, textwrap.fill(text, 70), ha="center", va="center", fontsize=9)
+    _save(plt, fig, path)
+
+
+def remedy(rows: list[dict], budget: float, chosen: str, path: Path) -> None:
+    """Learning against forgetting on the selection split, with 95% intervals: the base at
+    the origin, the strengths joined along α, the kept steps along training, and the
+    budget line; the chosen candidate circled."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+
+    def xy(r: dict) -> tuple[float, float]:
+        return 100 * r["forgetting"]["value"], 100 * r["learning"]["value"]
+
+    rows = [r for r in rows if r["forgetting"] and r["learning"]]
+    for label, members, style in (
+            ("along α (strength)", [r for r in rows if r["step"] is None], "-o"),
+            ("along training (kept steps)", [r for r in rows if r["step"] is not None
+                                             or r["alpha"] == 1 and r["source"] == "final"],
+             "--s")):
+        if len(members) < 2 and label.startswith("along training"):
+            continue
+        members = sorted(members, key=lambda r: (r["step"] or 10**9, r["alpha"]))
+        pts = [(0.0, 0.0)] + [xy(r) for r in members] if label.startswith("along α") else \
+            [xy(r) for r in members]
+        line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+        for r in members:
+            x, y = xy(r)
+            f, g = r["forgetting"]["ci"], r["learning"]["ci"]
+            ax.errorbar(x, y, xerr=[[x - 100 * f[0]], [100 * f[1] - x]],
+                        yerr=[[y - 100 * g[0]], [100 * g[1] - y]], color=line.get_color(),
+                        alpha=0.35, linewidth=1)
+            ax.annotate(r["name"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if r["name"] == chosen:
+                ax.plot([x], [y], "o", markersize=14, fillstyle="none", color="black",
+                        label=f"chosen: {chosen}")
+    ax.axvline(-100 * budget, color="red", linestyle=":", label=f"budget (−{100 * budget:g} pts)")
+    ax.axvline(0, color="grey", linewidth=0.5)
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xlabel("forgetting: change elsewhere vs base (points, selection split)")
+    ax.set_ylabel("learning: gain on trained tasks (points)")
+    ax.set_title("Remedy candidates: learning vs forgetting")
+    ax.legend(fontsize=7, loc="best")
+    _save(plt, fig, path)

@@ -154,7 +154,9 @@ def pct(x: float | None) -> str:
 
 
 def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
-             train: dict[str, Any], figures: list[str]) -> str:
+             train: dict[str, Any], figures: list[str], remedy: list[str] | None = None
+             ) -> str:
+    """The report; `remedy`: the Remedy section's lines (forgetful.report.remedy), if any."""
     learned = [r["benchmark"] for r in result["rows"] if r["kind"] == "trained task"]
     kept = [r["benchmark"] for r in result["rows"] if r["kind"] in ("untrained task", "general")]
     lines = ["# Forgetting report", "",
@@ -194,6 +196,7 @@ def markdown(result: dict[str, Any], samples: list[tuple[str, str, str]],
                   f"-{pct(result['max_forgetting'])} points (report.max_forgetting).", ""]
     lines += text_markdown(result.get("text", []), result.get("drift"))
     lines += probe_markdown(result.get("probe"))
+    lines += remedy or []
     if any(f.endswith("experiments.png") for f in figures):
         lines += ["`experiments.png`: learning vs forgetting, this run against every other run "
                   "of the MLflow experiment (the one figure read from MLflow).", ""]

@@ -1,7 +1,7 @@
 """The README's generated blocks: figures the README shows are written there by the script
 that measured them (benchmarks/speed.py, stages/run_study.py, stages/run_seeds.py, and
-this module for the single-run report), between marker lines, so every figure in the
-README is a copy of a file in reports/.
+this module for the single-run report, the remedy and the timings), between marker
+lines, so every figure in the README is a copy of a file in reports/.
 
 Run:    python -m forgetful.report.readme   # the report block from reports/forgetting.md
         (`make readme`, after `dvc repro`)
@@ -15,6 +15,12 @@ from forgetful.core.artifacts import write_text
 
 REPORT_BLOCK = ("<!-- report: written by `make readme` from reports/forgetting.md -->",
                 "<!-- /report -->")
+REMEDY_BLOCK = ("<!-- remedy: written by `make readme` from reports/forgetting.md -->",
+                "<!-- /remedy -->")
+TIMINGS_BLOCK = ("<!-- timings: written by `make readme` from reports/timings.md -->",
+                 "<!-- /timings -->")
+NARROW_BLOCK = ("<!-- narrow: written by `make readme` from reports/remedy/narrow.md -->",
+                "<!-- /narrow -->")
 
 
 def write_between(path: str | Path, start: str, end: str, body: str) -> bool:
@@ -53,11 +59,38 @@ def report_excerpt(text: str, samples: int = 2) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def main(readme: Path = Path("README.md"), report: Path = Path("reports/forgetting.md")
-         ) -> None:
-    if not write_between(readme, *REPORT_BLOCK, report_excerpt(report.read_text())):
-        raise SystemExit(f"{readme} has no {REPORT_BLOCK[0]} ... {REPORT_BLOCK[1]} block")
-    print(f"readme: {readme} report block <- {report}")
+def remedy_excerpt(text: str) -> str:
+    """The single-run report's Remedy section (select_model), its figure linked from the
+    repository root; "" when the report has none (the stage off)."""
+    if "\n## Remedy" not in text:
+        return ""
+    section = "## Remedy" + text.split("\n## Remedy", 1)[1]
+    lines = []
+    for line in section.splitlines():
+        if line.startswith("## ") and lines:
+            break
+        lines.append(line)
+        if line.startswith("![remedy]("):
+            break
+    body = "\n".join(lines[1:]).strip()  # below its heading: the README's own names it
+    return body.replace("](remedy/", "](reports/remedy/") + "\n"
+
+
+def main(readme: Path = Path("README.md"), report: Path = Path("reports/forgetting.md"),
+         narrow: Path = Path("reports/remedy/narrow.md"),
+         timings: Path = Path("reports/timings.md")) -> None:
+    text = report.read_text()
+    for block, body in ((REPORT_BLOCK, report_excerpt(text)),
+                        (REMEDY_BLOCK, remedy_excerpt(text)),
+                        (TIMINGS_BLOCK, section_body(timings.read_text())
+                         if timings.exists() else None),
+                        (NARROW_BLOCK, section_body(narrow.read_text())
+                         if narrow.exists() else None)):
+        if body is None:
+            continue
+        if not write_between(readme, *block, body):
+            raise SystemExit(f"{readme} has no {block[0]} ... {block[1]} block")
+        print(f"readme: {readme} {block[0].split(':')[0][5:]} block <- its report")
 
 
 if __name__ == "__main__":

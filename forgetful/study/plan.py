@@ -187,6 +187,7 @@ def points(p: StudyParams, params: dict[str, Any], lrs: dict[str, float], code: 
             out.append(Point(config, sweep, k, tuple([
                 *sets, f"train_adapter.seed={base_train + k}", f"mix_tasks.seed={base_mix + k}",
                 f"train_adapter.max_steps={p.max_steps}", "train_adapter.evaluate_every=0",
+                "remedy.strengths=[]",
                 f"tracking.experiment={p.experiment}", *evaluation]), code))
     return Plan(out, ranks, ratios)
 

@@ -23,7 +23,7 @@ delta scaled the same way. Methods that add inputs have no delta to scale.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -187,3 +187,19 @@ def _keep(ctx: dict) -> tuple[Any, dict[str, Any]]:
 MERGES: dict[str, Callable[[dict], tuple[Any, dict[str, Any]]]] = {
     "merge": _merge, "dequantize": _dequantize, "copy": _copy, "keep": _keep,
 }
+
+
+def merged_at(ctx: dict, alpha: float) -> tuple[Any, dict[str, Any]]:
+    """The model `ctx["adapter"]` gives at strength α, by its method's merge (checked on
+    the probe batch as merge_adapter checks it): a merged model, or for a method that adds
+    inputs (which has no α but 1) the unmerged base + adapter, with metrics["merged"]
+    False. `ctx`: base, adapter, batch, tolerance, info (the adapter's run_info), p."""
+    from peft import PeftModel
+
+    method = METHODS[ctx["info"]["method"]]
+    if alpha != 1 and not method.mergeable:
+        raise ValueError(f"{ctx['info']['method']} has no weight change to scale")
+    model, metrics = MERGES[method.merge]({**ctx, "p": replace(ctx["p"], strength=alpha)})
+    if model is None:
+        model = PeftModel.from_pretrained(_float_base(ctx), require_safetensors(ctx["adapter"]))
+    return model.eval(), metrics
