@@ -30,14 +30,13 @@ from forgetful.core.artifacts import (
     Timer,
     atomic_dir,
     read_json,
-    read_jsonl,
     run_info,
     weights_sha256,
     write_json,
 )
 from forgetful.core.cli import run_stage
-from forgetful.core.config import ConfigError, DataError, build, load_params, section
-from forgetful.train.merging import MERGES, TOLERANCES, MergeParams
+from forgetful.core.config import ConfigError, build, load_params, section
+from forgetful.train.merging import MERGES, MergeParams, probe_batch, tolerance_for
 from forgetful.train.methods import METHODS
 
 
@@ -51,23 +50,16 @@ def main(base: Path, adapter: Path, probe: Path, out: Path, metrics_path: Path,
         raise ConfigError(f"merge_adapter.strength is {p.strength:g}, but {info['method']} adds "
                           "trained inputs (virtual tokens, prefixes or adaption prompts), not a "
                           "weight change: there is nothing to scale; set strength: 1")
-    dtype = read_json(base / "run_info.json").get("dtype", "float32")
-    if dtype not in p.tolerance:
-        raise ConfigError(f"merge_adapter.tolerance has no entry for the base's dtype {dtype}; "
-                          f"add one (defaults: {TOLERANCES})")
-    prompts = [r["prompt"] + r["completion"] for r in read_jsonl(probe)[: p.probe_examples]]
-    if not prompts:
-        raise DataError(f"{probe} is empty; the merge check needs probe prompts "
-                        "(raise mix_tasks.val_per_task)")
+    tolerance = tolerance_for(p, read_json(base / "run_info.json").get("dtype", "float32"))
     timer = Timer()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    ctx = {"base": base, "adapter": adapter, "batch": batch, "tolerance": p.tolerance[dtype],
+    batch = probe_batch(tokenizer, probe, p.probe_examples)
+    ctx = {"base": base, "adapter": adapter, "batch": batch, "tolerance": tolerance,
            "info": info, "p": p}
     merged, metrics = MERGES[METHODS[info["method"]].merge](ctx)
-    metrics |= {"tolerance": p.tolerance[dtype], "probe_examples": len(prompts)}
+    metrics |= {"tolerance": tolerance, "probe_examples": len(batch["input_ids"])}
     with atomic_dir(out) as tmp:
         if merged is None:
             for name in ("adapter_config.json", "adapter_model.safetensors"):
@@ -89,7 +81,7 @@ def main(base: Path, adapter: Path, probe: Path, out: Path, metrics_path: Path,
                                    "base_model": info.get("base_model") or {}})
     if metrics["merged"]:
         print(f"merge_adapter: {info['method']}: max |logit diff| "
-              f"{metrics['max_abs_logit_diff']:.2e} <= {p.tolerance[dtype]:g} -> {out}")
+              f"{metrics['max_abs_logit_diff']:.2e} <= {tolerance:g} -> {out}")
     else:
         print(f"merge_adapter: not merged: {metrics['reason']}. {out} holds the adapter; "
               "evaluate uses it on the base model")

@@ -64,7 +64,7 @@ from forgetful.report.remedy import (
     split_general,
     test_summary,
 )
-from forgetful.train.merging import TOLERANCES, MergeParams, merged_at
+from forgetful.train.merging import MergeParams, merged_at, probe_batch, tolerance_for
 from forgetful.train.methods import METHODS
 
 
@@ -111,14 +111,12 @@ def main(a: argparse.Namespace) -> None:
     val = {t: read_jsonl(a.formatted / t / "val.jsonl") for t in manifest}
     labels = {t: m["labels"] for t, m in manifest.items() if m["labels"]}
     general = split_general(suite(ep.general_suite, ep.files))
-    dtype = read_json(a.base / "run_info.json").get("dtype", "float32")
+    tolerance = tolerance_for(mp, read_json(a.base / "run_info.json").get("dtype", "float32"))
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(a.base)
-    prompts = [x["prompt"] + x["completion"] for x in read_jsonl(a.probe)[: mp.probe_examples]]
-    ctx = {"base": a.base, "batch": tokenizer(prompts, return_tensors="pt", padding=True,
-                                              add_special_tokens=False),
-           "tolerance": mp.tolerance.get(dtype, TOLERANCES.get(dtype, 1e-3)), "p": mp}
+    ctx = {"base": a.base, "batch": probe_batch(tokenizer, a.probe, mp.probe_examples),
+           "tolerance": tolerance, "p": mp}
 
     def scored(model: Any, tasks: dict, part: str) -> dict:
         out = score_items(model, tokenizer, tasks, labels, general[part], ep)
@@ -193,7 +191,7 @@ def save(a: argparse.Namespace, model: Any, merge: dict, chosen: Any, result: di
             model.save_pretrained(tmp)
         if not (tmp / "tokenizer_config.json").exists():
             tokenizer.save_pretrained(tmp)
-        merged = (tmp / "adapter_config.json").exists() is False
+        merged = not (tmp / "adapter_config.json").exists()
         write_json(tmp / "run_info.json", run_info(
             "select_model", build(RemedyParams, {"budget": result["budget"],
                                                  "measure": result["measure"]}, "remedy"),

@@ -106,6 +106,18 @@ TINY_PARAMS = {
 }
 
 
+def data_stages(root: Path, base: Path, pfile: Path, params: dict) -> None:
+    """The pipeline up to training, each stage's main: prepare_base into `base`, then under
+    `root` formatted/<task>, eval (gather_eval), mixed and mix.json."""
+    from stages import format_data, gather_eval, mix_tasks, prepare_base
+
+    prepare_base.main(base, pfile)
+    for task in params["format_data"]["tasks"]:
+        format_data.main(task, base, root / "formatted" / task, root / f"{task}.json", pfile)
+    gather_eval.main(root / "formatted", root / "eval", pfile)
+    mix_tasks.main(root / "formatted", base, root / "mixed", root / "mix.json", pfile)
+
+
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

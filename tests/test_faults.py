@@ -21,14 +21,11 @@ from forgetful.core.cli import run_stage
 from forgetful.core.config import ConfigError, DataError, NonFinite, build
 from stages import (
     evaluate,
-    format_data,
-    gather_eval,
     merge_adapter,
-    mix_tasks,
     prepare_base,
     train_adapter,
 )
-from tests.conftest import TINY_PARAMS, write_params
+from tests.conftest import TINY_PARAMS, data_stages, write_params
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +37,7 @@ def data(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
     params["tracking"]["uri"] = f"sqlite:///{root / 'mlflow.db'}"
     pfile = write_params(root / "params.yaml", params)
     base = root / "models/base"
-    prepare_base.main(base, pfile)
-    for task in params["format_data"]["tasks"]:
-        format_data.main(task, base, root / "formatted" / task, root / f"{task}.json", pfile)
-    gather_eval.main(root / "formatted", root / "eval", pfile)
-    mix_tasks.main(root / "formatted", base, root / "mixed", root / "mix.json", pfile)
+    data_stages(root, base, pfile, params)
     return {"root": root, "base": base, "params": params, "eval": root / "eval",
             "mixed": root / "mixed"}
 

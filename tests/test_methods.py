@@ -15,14 +15,10 @@ from forgetful.train import trainer
 from forgetful.train.methods import METHODS
 from stages import (
     evaluate,
-    format_data,
-    gather_eval,
     merge_adapter,
-    mix_tasks,
-    prepare_base,
     train_adapter,
 )
-from tests.conftest import TINY_PARAMS, build_tiny_model, write_params
+from tests.conftest import TINY_PARAMS, build_tiny_model, data_stages, write_params
 
 SMALL = {  # tiny sizes for each method's block
     "lora": {"r": 4, "alpha": 8}, "dora": {"r": 4, "alpha": 8}, "rslora": {"r": 4, "alpha": 8},
@@ -46,12 +42,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     params["tracking"]["enabled"] = False
     params["train_adapter"].update(max_steps=3, learning_rate=1e-2)
     pfile = write_params(root / "params.yaml", params)
-    prepare_base.main(root / "base", pfile)
-    for task in params["format_data"]["tasks"]:
-        format_data.main(task, root / "base", root / "formatted" / task, root / f"{task}.json",
-                         pfile)
-    gather_eval.main(root / "formatted", root / "eval", pfile)
-    mix_tasks.main(root / "formatted", root / "base", root / "mixed", root / "mix.json", pfile)
+    data_stages(root, root / "base", pfile, params)
     return root, params
 
 

@@ -45,6 +45,12 @@ def require_finite(values: Any) -> None:
         raise NonFinite(NON_FINITE)
 
 
+def require_finite_logits(logits: torch.Tensor) -> None:
+    """The same stop for a tensor of logits (a decoding step's)."""
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFinite(NON_FINITE)
+
+
 def finite_logits_check() -> Any:
     """A logits processor for `generate` that stops on non-finite logits (and changes
     nothing else)."""
@@ -52,8 +58,7 @@ def finite_logits_check() -> Any:
 
     class FiniteLogits(LogitsProcessor):
         def __call__(self, input_ids: Any, scores: Any) -> Any:
-            if not bool(torch.isfinite(scores).all()):
-                raise NonFinite(NON_FINITE)
+            require_finite_logits(scores)
             return scores
 
     return LogitsProcessorList([FiniteLogits()])
@@ -358,8 +363,7 @@ def generate_prompt_learning(model: Any, tokenizer: Any, prompts: list[str],
             last = positions[:, -1:]
             tokens, finished = [], torch.zeros(rows, dtype=torch.bool, device=device)
             for step in range(max_new_tokens):
-                if not bool(torch.isfinite(out.logits[:, -1]).all()):
-                    raise NonFinite(NON_FINITE)
+                require_finite_logits(out.logits[:, -1])
                 token = out.logits[:, -1].argmax(-1)
                 tokens.append(token)
                 finished |= token == tokenizer.eos_token_id

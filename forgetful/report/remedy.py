@@ -184,7 +184,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
              "(`remedy.budget`). Chosen on the selection split "
              f"({result['selection_items']} items: the tasks' validation splits and half of "
              "the general suite), which the verdict below never reads.", ""]
-    lines += [f"- {n}" for n in result["notes"]]
+    lines += [f"- {n}" for n in result["notes"]] + ([""] if result["notes"] else [])
     lines += ["| candidate | learning (selection, 95% CI) | "
               f"{what} (selection, 95% CI) | within budget |", "|---|---:|---:|---|"]
     for r in result["candidates"]:

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from forgetful.core.artifacts import require_safetensors
-from forgetful.core.config import NonFinite, build, require
+from forgetful.core.artifacts import read_jsonl, require_safetensors
+from forgetful.core.config import ConfigError, DataError, NonFinite, build, require
 from forgetful.train.methods import METHODS
 
 # float32 merges agree to ~1e-4 on a 135M model; half precision rounds each weight to
@@ -49,6 +49,23 @@ class MergeParams:
                 f"must be in [0, 1] (0 = the base, 1 = the whole change), got {self.strength}")
         for dtype, tol in self.tolerance.items():
             require(tol > 0, f"tolerance.{dtype}", "must be > 0")
+
+
+def tolerance_for(p: MergeParams, dtype: str) -> float:
+    """The logit tolerance of a merge into a base of this dtype (merge_adapter.tolerance)."""
+    if dtype not in p.tolerance:
+        raise ConfigError(f"merge_adapter.tolerance has no entry for the base's dtype {dtype}; "
+                          f"add one (defaults: {TOLERANCES})")
+    return p.tolerance[dtype]
+
+
+def probe_batch(tokenizer: Any, probe: Path, n: int) -> dict[str, Any]:
+    """The merge check's batch: the first `n` validation records (prompt + answer)."""
+    prompts = [r["prompt"] + r["completion"] for r in read_jsonl(probe)[:n]]
+    if not prompts:
+        raise DataError(f"{probe} is empty; the merge check needs probe prompts "
+                        "(raise mix_tasks.val_per_task)")
+    return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
 
 
 class MergeMismatch(RuntimeError):
