@@ -86,17 +86,22 @@ def open_run(p: TrainParams, params: dict, tp: tracking.TrackingParams, base_inf
               "base_model": str(base_info.get("base_model", {}).get("source"))})
 
 
+def adapter_info(p: TrainParams, base: Path, base_info: dict, **extra: Any) -> dict:
+    """The run_info.json beside trained weights (the adapter, a kept snapshot): the resolved
+    params, the method and the base, which merge and evaluate read."""
+    return run_info("train_adapter", {**rest_fields(p), p.method: vars(p.method_params)},
+                    method=p.method, base_model=base_info.get("base_model"),
+                    base_path=str(base), **extra)
+
+
 def snapshot_writer(p: TrainParams, base: Path, base_info: dict) -> Any:
     """save(model, folder, step): the weights as they are at `step`, in the adapter's
-    format, with a run_info.json that names the method and base (merge reads it)."""
+    format, with its run_info.json."""
     def save(model: Any, folder: Path, step: int) -> None:
         with atomic_dir(folder) as tmp:
             model.save_pretrained(tmp)
             sort_config_lists(tmp / "adapter_config.json")
-            write_json(tmp / "run_info.json", run_info(
-                "train_adapter", {**rest_fields(p), p.method: vars(p.method_params)},
-                method=p.method, base_model=base_info.get("base_model"),
-                base_path=str(base), step=step))
+            write_json(tmp / "run_info.json", adapter_info(p, base, base_info, step=step))
     return save
 
 
@@ -224,11 +229,8 @@ def write_outputs(p: TrainParams, model: Any, metrics: dict, curve: list[dict], 
         metrics["peak_memory_mb"] = peak_memory_mb()  # the host's
         if (gpu_mb := peak_gpu_memory_mb()) is not None:
             metrics["peak_gpu_memory_mb"] = gpu_mb  # the device's (process 0's)
-        write_json(tmp / "run_info.json", run_info(
-            "train_adapter", {**rest_fields(p), p.method: vars(p.method_params)},
-            method=p.method, base_model=base_info.get("base_model"), base_path=str(base),
-            metrics={k: v for k, v in metrics.items() if k not in VOLATILE},
-        ))
+        write_json(tmp / "run_info.json", adapter_info(
+            p, base, base_info, metrics={k: v for k, v in metrics.items() if k not in VOLATILE}))
     write_json(metrics_path, metrics)
     write_text(curve_path, "step,loss,learning_rate\n" + "".join(
         f"{c['step']},{c['loss']},{c['learning_rate']}\n" for c in curve))
