@@ -193,7 +193,8 @@ def markdown(result: dict[str, Any]) -> list[str]:
     lines += ["", f"Chosen: **{result['chosen']}**, {result['why']}.", ""]
     test = result["test"]
     lines += [f"On the test items ({test['items']} items: the tasks' test splits and the other "
-              "half of the general suite), against the base:", "",
+              "half of the general suite), against the base; one training run, so the "
+              "intervals count item variance, not another seed's (`make seeds`):", "",
               f"| model | learning (95% CI) | {what} (95% CI) |", "|---|---:|---:|"]
     for name in ("tuned", "chosen"):
         label = "α=1.00 (the tuned model)" if name == "tuned" else f"chosen: {result['chosen']}"
