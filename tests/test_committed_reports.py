@@ -43,7 +43,8 @@ def test_study_report_redraws_to_its_claims(monkeypatch: pytest.MonkeyPatch) -> 
     runs = read_items(REPO / "reports/study/items.json.gz")
     summary = summarise(runs)
     found = claims(runs, summary, plan.ranks, plan.ratios, p.equivalence_margin,
-                   build(ReportParams, section(params, "report"), "report").min_effect, AA)
+                   build(ReportParams, section(params, "report"), "report").min_effect, AA,
+                   plan.strengths)
     assert [(c["claim"], c["verdict"]) for c in found] == \
         [(c["claim"], c["verdict"]) for c in committed["claims"]]
     for config, point in committed["points"].items():

@@ -165,6 +165,56 @@ def test_claim_c_has_no_verdict_when_gains_differ() -> None:
     assert c["verdict"] == NO_VERDICT and "gains not shown comparable" in c["evidence"]
 
 
+def strength_runs(replay: dict[str, float]) -> list[Run]:
+    """The narrow model along α (less learning, less forgetting as α falls) and one replay
+    ratio, over three seeds."""
+    curve = {"replay=0.0": {"a": 0.8, "g1": 0.4, "g2": 0.4, "u": 0.0},
+             "replay=0.0,strength=0.75": {"a": 0.7, "g1": 0.6, "g2": 0.6, "u": 0.4},
+             "replay=0.0,strength=0.5": {"a": 0.5, "g1": 0.7, "g2": 0.7, "u": 0.7}}
+    return [run(c, s, rates, "replay" if c == "replay=0.0" else "strength", spread=0.01)
+            for s in range(3) for c, rates in {**curve, "replay=0.2": replay}.items()]
+
+
+STRENGTHS = {"replay=0.0": {1.0: "replay=0.0", 0.75: "replay=0.0,strength=0.75",
+                            0.5: "replay=0.0,strength=0.5"}}
+RATIOS = {0.0: "replay=0.0", 0.2: "replay=0.2"}
+
+
+def claim_e_of(runs: list[Run]) -> dict:
+    found = claims(runs, summarise(runs), {}, RATIOS, 0.05, 0.03, AA, STRENGTHS)
+    (e,) = [c for c in found if c["claim"][:3] == "(e)"]
+    return e
+
+
+def test_claim_e_matches_learning_then_asks_for_no_more_forgetting() -> None:
+    # replay 0.2 learns what α = 0.75 learns (70%) and forgets more: interpolation wins
+    e = claim_e_of(strength_runs({"a": 0.7, "g1": 0.5, "g2": 0.5, "u": 0.3}))
+    forget, gain = e["comparisons"]
+    assert (forget["a"], forget["b"]) == ("replay=0.0,strength=0.75", "replay=0.2")
+    assert gain["equivalence"]["equivalent"] and forget["value"] > 0
+    assert e["verdict"] == "supported" and "α = 0.75 (nearest learning)" in e["evidence"]
+    # the same learning, but replay keeps far more elsewhere: contradicted
+    e = claim_e_of(strength_runs({"a": 0.7, "g1": 0.9, "g2": 0.9, "u": 0.9}))
+    assert e["verdict"] == "contradicted" and e["comparisons"][0]["ci"][1] < -0.05
+    # no α learns what replay learns (60%: 0.75 and 0.5 are about 10 points off): no verdict
+    e = claim_e_of(strength_runs({"a": 0.6, "g1": 0.5, "g2": 0.5, "u": 0.3}))
+    assert not e["comparisons"][1]["equivalence"]["equivalent"]
+    assert e["verdict"] == NO_VERDICT and "not shown comparable" in e["evidence"]
+    # no strength points: not measured
+    runs = [r for r in strength_runs({"a": 0.7}) if r.sweep != "strength"]
+    found = claims(runs, summarise(runs), {}, RATIOS, 0.05, 0.03, AA, {})
+    assert found[4]["claim"].startswith("(e)") and found[4]["verdict"] == "not measured"
+
+
+def test_noninferiority_words() -> None:
+    from forgetful.report.study_claims import noninferior
+
+    assert noninferior({"ci": [-0.04, 0.02]}, 0.05) == "supported"
+    assert noninferior({"ci": [-0.04, -0.01]}, 0.05) == "supported"  # worse, within margin
+    assert noninferior({"ci": [-0.09, -0.01]}, 0.05) == "contradicted"
+    assert noninferior({"ci": [-0.09, 0.03]}, 0.05) == "inconclusive"
+
+
 def test_frontier_and_floor() -> None:
     runs = study_runs(full_gain=0.7)
     points = summarise(runs)
@@ -220,7 +270,7 @@ def test_points_cover_every_sweep_and_carry_the_code_in_their_name() -> None:
     params = {"train_adapter": {"seed": 42, "lora": {"r": 16}},
               "mix_tasks": {"seed": 7, "weights": {"a": 1.0, "b": 1.0}}}
     p = StudyParams(seeds=2, methods=("lora", "full"), ranks=(2, 16), narrow={"c": 1.0},
-                    replay_ratios=(0.0, 0.2), aa_seeds=2)
+                    replay_ratios=(0.0, 0.2), aa_seeds=2, strengths=())
     plan = points(p, params, {"lora": 3e-3, "full": 1e-4}, code="abcdef123456")
     configs = sorted({pt.config for pt in plan.points})
     assert configs == [AA, "method=full", "method=lora", "rank=2", "replay=0.0", "replay=0.2"]
@@ -236,6 +286,42 @@ def test_points_cover_every_sweep_and_carry_the_code_in_their_name() -> None:
     other = points(p, params, {"lora": 3e-3, "full": 1e-4}, code="999999999999")
     assert not {pt.name for pt in plan.points} & {pt.name for pt in other.points}
     assert [pt.stem for pt in other.points] == [pt.stem for pt in plan.points]
+
+
+def test_strength_points_reuse_their_base_training_and_queue_after_it(tmp_path: Path) -> None:
+    from forgetful.study.plan import StudyParams, points
+    from forgetful.study.queue import longest_first
+
+    params = {"train_adapter": {"seed": 42, "lora": {"r": 16}},
+              "mix_tasks": {"seed": 7, "weights": {"a": 1.0, "b": 1.0}}}
+    p = StudyParams(seeds=2, methods=("lora", "full"), ranks=(), narrow={"c": 1.0},
+                    replay_ratios=(0.0, 0.2), aa_seeds=0, strengths=(0.5, 0.25))
+    plan = points(p, params, {"lora": 3e-3, "full": 1e-4}, code="abcdef123456")
+    assert plan.strengths == {
+        "replay=0.0": {1.0: "replay=0.0", 0.5: "replay=0.0,strength=0.5",
+                       0.25: "replay=0.0,strength=0.25"},
+        "method=lora": {1.0: "method=lora", 0.5: "method=lora,strength=0.5",
+                        0.25: "method=lora,strength=0.25"}}
+    by = {(pt.config, pt.seed): pt for pt in plan.points}
+    assert len(plan.points) == 2 * (2 + 2 + 4) and len({pt.name for pt in plan.points}) == 16
+    for base in ("replay=0.0", "method=lora"):
+        derived = by[(f"{base},strength=0.25", 1)]
+        assert derived.sweep == "strength" and derived.after == base
+        # the same training params: only the merge differs
+        assert set(derived.sets) - set(by[(base, 1)].sets) == {"merge_adapter.strength=0.25"}
+        assert set(by[(base, 1)].sets) <= set(derived.sets)
+    assert by[("replay=0.0,strength=0.5", 0)].stem.startswith("replay-0.0-strength-0.5-s0-")
+    # longest first, but every strength point after every training point, in its base's
+    # order, even where its configuration was never timed (unknown comes first otherwise)
+    last = tmp_path / "study.json"
+    last.write_text(json.dumps({"points": {"method=lora": {"info": {"stage_seconds": 300}},
+                                           "replay=0.0": {"info": {"stage_seconds": 100}}}}))
+    order = longest_first(plan.points, last)
+    trained = [pt for pt in order if not pt.after]
+    assert order[:len(trained)] == trained and len(trained) == 8
+    assert [pt.after for pt in order[8:]] == ["method=lora"] * 4 + ["replay=0.0"] * 4
+    with pytest.raises(ValueError, match="strengths must each be in"):
+        StudyParams(strengths=(1.0,))
 
 
 def test_points_made_by_other_code_are_stale() -> None:

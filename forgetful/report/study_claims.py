@@ -14,6 +14,14 @@ Verdicts: *supported* (the 95% interval lies on the claimed side of zero), *cont
   given.
 - (d) forgetting grows with LoRA rank: the slope of the change elsewhere on log2 rank over
   every rank, claimed below zero.
+- (e) at matched learning, interpolation forgets no more than replay: the narrow replay=0
+  model merged at strength α (WiSE-FT) against replay. Each replay ratio is matched with the
+  α of the strength curve (α = 1 included) whose mean learning is nearest; the pair is
+  decided only when its gains are shown comparable (as in (c)), and then by
+  non-inferiority: supported when the 95% interval of interpolation − replay on the change
+  elsewhere lies above −study.equivalence_margin (interpolation forgets at most that much
+  more), contradicted when it lies below zero and reaches past −margin, else inconclusive.
+  The claim's verdict is the largest ratio's pair (fixed beforehand, like (b)'s order).
 - A/A: the default LoRA over two disjoint seed sets must come out inconclusive on
   learning and elsewhere; the report says so in bold when it does not.
 Every inconclusive comparison carries its power (stats.power): the smallest difference
@@ -153,6 +161,60 @@ def claim_d(runs: list[Run], points: dict[str, Any], ranks: dict[int, str],
                          "verdict": old_verdict(ends["previous"]["ci"], "above")}}
 
 
+def noninferior(cmp: dict[str, Any], margin: float) -> str:
+    """A − B is not below −margin (supported), shown below zero and not shown within the
+    margin (contradicted), or neither (inconclusive)."""
+    lo, hi = cmp["ci"]
+    if lo > -margin:
+        return "supported"
+    return "contradicted" if hi < 0 else "inconclusive"
+
+
+def matched(points: dict[str, Any], curve: dict[float, str], target: str) -> float:
+    """The α of the curve whose mean learning is nearest the target configuration's (the
+    larger α on a tie)."""
+    goal = points[target]["learning"]["value"]
+    return min(curve, key=lambda a: (abs(points[curve[a]]["learning"]["value"] - goal), -a))
+
+
+def claim_e(runs: list[Run], points: dict[str, Any], strengths: dict[str, dict[float, str]],
+            ratios: dict[float, str], narrow: str | None, margin: float, min_effect: float
+            ) -> dict[str, Any]:
+    text = "(e) at matched learning, interpolation forgets no more than replay"
+    curve = {a: c for a, c in (strengths.get(narrow or "") or {}).items() if c in points}
+    with_replay = sorted(((r, c) for r, c in ratios.items() if r > 0 and c in points),
+                         reverse=True)
+    if len(curve) < 2 or not with_replay:
+        return {"claim": text, "verdict": "not measured", "comparisons": [],
+                "evidence": "needs replay=0 at a strength below 1 (study.strengths) and a "
+                            "replay ratio above 0", "previous": {"verdict": "not run before"}}
+    comps, verdicts, each = [], [], []
+    for ratio, config in with_replay:
+        alpha = matched(points, curve, config)
+        forget = with_power(paired(runs, curve[alpha], config, "elsewhere"), "above",
+                            min_effect)
+        gain = with_power(paired(runs, curve[alpha], config, "learning"), "above", min_effect)
+        gain["equivalence"] = stats.equivalent(gain, margin)
+        forget["claimed"] = f"above −{100 * margin:.0f} (no more forgetting)"
+        forget["verdict"] = noninferior(forget, margin) \
+            if gain["equivalence"]["equivalent"] else NO_VERDICT
+        comps += [forget, gain]
+        verdicts.append(forget["verdict"])
+        ci90 = gain["equivalence"]["ci90"]
+        each.append(f"replay {ratio:g} against α = {alpha:g} (nearest learning): learning "
+                    f"{interval(gain)}, 90% [{signed(ci90[0])}, {signed(ci90[1])}] "
+                    + ("comparable" if gain["equivalence"]["equivalent"] else
+                       "not shown comparable")
+                    + f"; change elsewhere {interval(forget)} ({forget['verdict']})")
+    return {"claim": text, "verdict": verdicts[0], "comparisons": comps,
+            "evidence": "interpolation − replay, paired by seed: " + "; ".join(each)
+                        + f" points. Gains comparable: 90% interval inside "
+                          f"±{100 * margin:.0f} points (study.equivalence_margin); then "
+                          f"supported when interpolation forgets at most "
+                          f"{100 * margin:.0f} points more (95%)",
+            "previous": {"verdict": "not run before"}}
+
+
 def guard(runs: list[Run], points: dict[str, Any], aa: str, min_effect: float
           ) -> dict[str, Any] | None:
     """The A/A comparison: method=lora at its seeds against the same configuration at
@@ -172,13 +234,14 @@ def guard(runs: list[Run], points: dict[str, Any], aa: str, min_effect: float
 
 
 def claims(runs: list[Run], points: dict[str, Any], ranks: dict[int, str],
-           ratios: dict[float, str], margin: float, min_effect: float, aa: str
-           ) -> list[dict[str, Any]]:
-    """The four claims and the A/A guard, from what the study ran (a claim whose
+           ratios: dict[float, str], margin: float, min_effect: float, aa: str,
+           strengths: dict[str, dict[float, str]] | None = None) -> list[dict[str, Any]]:
+    """The five claims and the A/A guard, from what the study ran (a claim whose
     configurations were not run says so)."""
     narrow = ratios.get(0.0)
     found = [claim_a(points, narrow), claim_b(runs, points, ratios, narrow, min_effect),
              claim_c(runs, points, margin, min_effect),
-             claim_d(runs, points, ranks, min_effect)]
+             claim_d(runs, points, ranks, min_effect),
+             claim_e(runs, points, strengths or {}, ratios, narrow, margin, min_effect)]
     check = guard(runs, points, aa, min_effect)
     return found + ([check] if check else [])

@@ -123,9 +123,9 @@ def markdown(points: dict[str, dict[str, Any]], found: list[dict[str, Any]],
     lines = ["# The learning–forgetting study", "", *setup, "", "## Claims", "", METHOD, "",
              *claim_lines(found), ""]
     if any(c["verdict"] == NO_VERDICT for c in found):
-        lines += ["(c) needs the two gains shown equal within the margin before a "
+        lines += ["(c) and (e) need the two gains shown equal within the margin before a "
                   "forgetting difference can say anything about forgetting *at comparable "
-                  "gain*.", ""]
+                  "(matched) gain*.", ""]
     lines += side_by_side(found)
     lines += point_table(points, fronts)
     lines += comparison_table(found)
@@ -134,9 +134,11 @@ def markdown(points: dict[str, dict[str, Any]], found: list[dict[str, Any]],
 
 
 def plot(points: dict[str, dict[str, Any]], panels: dict[str, list[str]],
-         fronts: dict[str, list[str]], out: Any) -> None:
+         fronts: dict[str, list[str]], out: Any,
+         curves: dict[str, list[str]] | None = None) -> None:
     """One panel per mixture: learning (x) against change elsewhere (y), error bars the
-    95% intervals, the frontier drawn."""
+    95% intervals, the frontier drawn, and each curve (a sweep along one knob: the strength
+    α, the replay ratio) joined in its order where its points are in the panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,11 +155,19 @@ def plot(points: dict[str, dict[str, Any]], panels: dict[str, list[str]],
             ye = [[y - 100 * p["elsewhere"]["ci"][0]], [100 * p["elsewhere"]["ci"][1] - y]]
             ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o", capsize=3)
             ax.annotate(c, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        for label, chain in (curves or {}).items():
+            xy = [(100 * points[c]["learning"]["value"], 100 * points[c]["elsewhere"]["value"])
+                  for c in chain if c in configs and c in points
+                  and points[c]["learning"]["value"] is not None
+                  and points[c]["elsewhere"]["value"] is not None]
+            if len(xy) > 1:
+                ax.plot(*zip(*xy, strict=True), "-", alpha=0.6, label=label)
         front = sorted((100 * points[c]["learning"]["value"],
                         100 * points[c]["elsewhere"]["value"]) for c in fronts.get(title, []))
         if len(front) > 1:
             ax.plot(*zip(*front, strict=True), "--", color="grey", label="frontier")
-            ax.legend(loc="lower left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower left", fontsize=8)
         ax.axhline(0, color="black", linewidth=0.5)
         ax.set_xlabel("learning: gain on trained tasks (points)")
         ax.set_ylabel("change elsewhere (points; below 0 = forgetting)")

@@ -95,15 +95,22 @@ def draw(p: StudyParams, plan: Plan, runs: list[Run], preset: str, log: list[dic
     preset, the README block; return the claims."""
     summary = summarise(runs)
     found = claims(runs, summary, plan.ranks, plan.ratios, p.equivalence_margin, min_effect,
-                   AA)
-    panels = {"method and rank (default mixture)": [c for c in summary
-                                                    if summary[c]["sweep"] in ("method",
-                                                                               "rank")],
-              f"replay (narrow: {next(iter(p.narrow))})": [c for c in summary
-                                                          if summary[c]["sweep"] == "replay"]}
+                   AA, plan.strengths)
+    of_base = {c: base for base, curve in plan.strengths.items() for c in curve.values()}
+    narrow = plan.ratios.get(0.0)
+    panels = {"method and rank (default mixture)": [
+                  c for c in summary if summary[c]["sweep"] in ("method", "rank")
+                  or (summary[c]["sweep"] == "strength" and of_base.get(c) != narrow)],
+              f"replay and strength (narrow: {next(iter(p.narrow))})": [
+                  c for c in summary if summary[c]["sweep"] == "replay"
+                  or (summary[c]["sweep"] == "strength" and of_base.get(c) == narrow)]}
     panels = {k: v for k, v in panels.items() if v}
     fronts = {title: frontier(summary, configs) for title, configs in panels.items()}
-    plot(summary, panels, fronts, where.figure)
+    curves = {f"α (strength) of {base}": [curve[a] for a in sorted(curve)]
+              for base, curve in plan.strengths.items()}
+    if len(plan.ratios) > 1:
+        curves["replay ratio"] = [plan.ratios[r] for r in sorted(plan.ratios)]
+    plot(summary, panels, fronts, where.figure, curves)
     setup = setup_lines(p, runs, len(summary), preset, log, code, stale)
     text = markdown(summary, found, fronts, setup)
     write_text(where.out.with_suffix(".md"), text)

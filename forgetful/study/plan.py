@@ -10,7 +10,11 @@ Sweeps (params.yaml `study:`; a preset replaces some keys):
 - replay: narrow tuning (study.narrow: one task) with the base model's own answers
   (study.replay_task) replacing study.replay_ratios of the mixture;
 - aa: the default LoRA configuration again at study.aa_seeds further seeds (k = seeds …),
-  compared with its first seeds: an A/A comparison that must come out inconclusive.
+  compared with its first seeds: an A/A comparison that must come out inconclusive;
+- strength: the narrow replay=0 model and the default LoRA merged at each α in
+  study.strengths (merge_adapter.strength: WiSE-FT interpolation toward the base, no
+  training: the same training params, so DVC's run cache gives the adapter of the point
+  it derives from, which is queued first).
 Seed k trains with train_adapter.seed + k and mix_tasks.seed + k; every point trains
 study.max_steps steps, the probe off.
 """
@@ -21,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +60,7 @@ class StudyParams:
     replay_task: dict[str, Any] = field(default_factory=lambda: {
         "source": "self_distill", "n_train": 240, "n_val": 12, "n_test": 0})
     aa_seeds: int = 3  # the A/A guard's further seeds of the default LoRA (0 = none)
+    strengths: tuple[float, ...] = (0.25, 0.5, 0.75)  # α merged of replay=0 and default LoRA
     equivalence_margin: float = 0.05  # claim (c): gains comparable when within ± this
     learning_rates: str = "reports/study/learning_rates.json"
     evaluate: dict[str, Any] = field(default_factory=dict)  # evaluate overrides, every point
@@ -80,6 +86,10 @@ class StudyParams:
         require(all(0 <= r < 1 for r in self.replay_ratios), "replay_ratios",
                 "must each be in [0, 1)")
         require(len(self.narrow) == 1, "narrow", "must name one task (narrow tuning)")
+        require(all(0 <= a < 1 for a in self.strengths), "strengths",
+                "must each be in [0, 1) (α = 1 is the point itself, 0 the base); [] = none")
+        require(len(set(self.strengths)) == len(self.strengths), "strengths",
+                "names an α twice")
         known = {f.name for f in dataclasses.fields(EvalParams)}
         for key in self.evaluate:
             require(key in known, "evaluate", f"names unknown evaluate param {key!r}; "
@@ -93,12 +103,13 @@ class Point:
     seed: int
     sets: tuple[str, ...]  # -S overrides
     code: str = ""  # the pipeline's fingerprint (forgetful.study.fingerprint) it runs
+    after: str = ""  # the configuration whose trained adapter it reuses (queued after it)
 
     @property
     def stem(self) -> str:
         """The name without the code: the same configuration and overrides."""
         digest = hashlib.sha256(json.dumps(self.sets).encode()).hexdigest()[:6]
-        slug = self.config.replace("=", "-").replace("_", "-")
+        slug = re.sub(r"[^A-Za-z0-9.-]", "-", self.config)
         return f"{slug}-s{self.seed}-{digest}"
 
     @property
@@ -142,6 +153,12 @@ class Plan:
     points: list[Point]
     ranks: dict[int, str]  # LoRA rank -> configuration
     ratios: dict[float, str]  # replay ratio -> configuration
+    strengths: dict[str, dict[float, str]] = field(default_factory=dict)
+    # a configuration merged at strengths -> {α -> configuration}, α = 1 the configuration
+
+
+def strength_config(base: str, alpha: float) -> str:
+    return f"{base},strength={alpha:g}"
 
 
 def points(p: StudyParams, params: dict[str, Any], lrs: dict[str, float], code: str = ""
@@ -180,6 +197,18 @@ def points(p: StudyParams, params: dict[str, Any], lrs: dict[str, float], code: 
     if p.aa_seeds:
         configs.append((AA, "aa", ["train_adapter.method=lora", lr("lora")],
                         range(p.seeds, p.seeds + p.aa_seeds)))
+    strengths: dict[str, dict[float, str]] = {}
+    derived: dict[str, str] = {}
+    bases = [c for c in (ratios.get(0.0), "method=lora" if "lora" in p.methods else None) if c]
+    for base in bases if p.strengths else []:
+        sets = next(s for c, _, s, _ in configs if c == base)
+        strengths[base] = {1.0: base}
+        for alpha in sorted(p.strengths, reverse=True):
+            name = strength_config(base, alpha)
+            strengths[base][alpha] = name
+            configs.append((name, "strength", [*sets, f"merge_adapter.strength={alpha:g}"],
+                            every))
+            derived[name] = base
     evaluation = [f"evaluate.{k}={yaml_value(v)}" for k, v in p.evaluate.items()]
     out = []
     for config, sweep, sets, seeds in configs:
@@ -188,8 +217,9 @@ def points(p: StudyParams, params: dict[str, Any], lrs: dict[str, float], code: 
                 *sets, f"train_adapter.seed={base_train + k}", f"mix_tasks.seed={base_mix + k}",
                 f"train_adapter.max_steps={p.max_steps}", "train_adapter.evaluate_every=0",
                 "remedy.strengths=[]",
-                f"tracking.experiment={p.experiment}", *evaluation]), code))
-    return Plan(out, ranks, ratios)
+                f"tracking.experiment={p.experiment}", *evaluation]), code,
+                derived.get(config, "")))
+    return Plan(out, ranks, ratios, strengths)
 
 
 def yaml_value(value: Any) -> str:

@@ -54,10 +54,19 @@ def longest_first(todo: list[Point], last: Path) -> list[Point]:
     """The points in the order to queue them: the configurations that took longest in the
     last report (`last`, its stage seconds) first, those it lacks before them, so the
     workers do not end on one long point alone (longest-processing-time-first
-    scheduling; the order changes no result)."""
+    scheduling; the order changes no result). A point that reuses another's training
+    (`after`, a strength point) goes after every training point, in the order of the point it
+    reuses, so that DVC's run cache holds that training when it starts."""
     took: dict[str, Any] = {c: x.get("info", {}).get("stage_seconds") for c, x in
                             (read_json(last).get("points", {}) if last.exists() else {}).items()}
-    return sorted(todo, key=lambda pt: -(took.get(pt.config) or math.inf))
+    trained = sorted((pt for pt in todo if not pt.after),
+                     key=lambda pt: -(took.get(pt.config) or math.inf))
+    first = {}
+    for k, pt in enumerate(trained):
+        first.setdefault((pt.config, pt.seed), k)
+    reuse = sorted((pt for pt in todo if pt.after),
+                   key=lambda pt: first.get((pt.after, pt.seed), -1))
+    return trained + reuse
 
 
 WORKERS = re.compile(r"^Worker status: (\d+) active, (\d+) idle", re.MULTILINE)
