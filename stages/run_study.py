@@ -94,7 +94,7 @@ def main(a: argparse.Namespace) -> None:
     suffix = "" if a.preset == "default" else f"-{a.preset}"  # never over the default's
     out = a.out or Path(f"{DEFAULT_OUT}{suffix}")
     where = Where(out, a.figure or DEFAULT_OUT / f"frontier{suffix}.png",
-                  Path("README.md") if a.preset == "default" and out == DEFAULT_OUT else None)
+                  Path("README.md") if out == Path(f"{DEFAULT_OUT}{suffix}") else None)
     params = load_params(a.params)
     p = study_params(params, a.preset)
     if a.lr_sweep:

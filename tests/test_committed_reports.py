@@ -25,9 +25,10 @@ def test_seeds_report_redraws_to_its_verdicts() -> None:
     assert aggregate(runs) == rows  # nothing random
 
 
-@pytest.mark.skipif(not (REPO / "reports/study/items.json.gz").exists(),
-                    reason="no committed study")
-def test_study_report_redraws_to_its_claims(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("preset,out", [("default", "reports/study"),
+                                        ("remedy", "reports/study-remedy")])
+def test_study_report_redraws_to_its_claims(monkeypatch: pytest.MonkeyPatch, preset: str,
+                                            out: str) -> None:
     from forgetful.core.config import build, load_params, section
     from forgetful.report.forgetting import ReportParams
     from forgetful.report.study import summarise
@@ -37,10 +38,12 @@ def test_study_report_redraws_to_its_claims(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.chdir(REPO)
     params = load_params("params.yaml")
-    p = study_params(params, "default")
+    if not (REPO / out / "items.json.gz").exists():
+        pytest.skip(f"no committed {preset} study")
+    p = study_params(params, preset)
     plan = points(p, params, learning_rates(p))
-    committed = json.loads((REPO / "reports/study.json").read_text())
-    runs = read_items(REPO / "reports/study/items.json.gz")
+    committed = json.loads((REPO / f"{out}.json").read_text())
+    runs = read_items(REPO / out / "items.json.gz")
     summary = summarise(runs)
     found = claims(runs, summary, plan.ranks, plan.ratios, p.equivalence_margin,
                    build(ReportParams, section(params, "report"), "report").min_effect, AA,

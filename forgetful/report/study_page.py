@@ -119,7 +119,8 @@ def comparison_table(found: list[dict[str, Any]]) -> list[str]:
 
 
 def markdown(points: dict[str, dict[str, Any]], found: list[dict[str, Any]],
-             fronts: dict[str, list[str]], setup: list[str]) -> str:
+             fronts: dict[str, list[str]], setup: list[str], figure: str = "study/frontier.png"
+             ) -> str:
     lines = ["# The learning–forgetting study", "", *setup, "", "## Claims", "", METHOD, "",
              *claim_lines(found), ""]
     if any(c["verdict"] == NO_VERDICT for c in found):
@@ -129,7 +130,7 @@ def markdown(points: dict[str, dict[str, Any]], found: list[dict[str, Any]],
     lines += side_by_side(found)
     lines += point_table(points, fronts)
     lines += comparison_table(found)
-    lines += ["", "![frontier](study/frontier.png)", ""]
+    lines += ["", f"![frontier]({figure})", ""]
     return "\n".join(lines)
 
 

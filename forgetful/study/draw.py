@@ -25,6 +25,24 @@ README_BLOCK = ("<!-- study: written by stages/run_study.py from reports/study.m
                 "<!-- /study -->")
 
 
+def readme_block(preset: str) -> tuple[str, str]:
+    """The README's marker lines for a preset's report: the default's whole page, another
+    preset's setup, claims and figure (its own block, where the README has one)."""
+    if preset == "default":
+        return README_BLOCK
+    return (f"<!-- study-{preset}: written by stages/run_study.py from "
+            f"reports/study-{preset}.md -->", f"<!-- /study-{preset} -->")
+
+
+def readme_body(text: str, preset: str) -> str:
+    body = section_body(text)
+    if preset == "default":
+        return body
+    head = body.split("\n#### Before and after", 1)[0].split("\n#### Every point", 1)[0]
+    figure = [line for line in body.splitlines() if line.startswith("![frontier](")]
+    return head.rstrip() + "\n\n" + "\n".join(figure) + "\n"
+
+
 @dataclass(frozen=True)
 class Where:
     """Where the report goes: <out>.md and <out>.json, <out>/items.json.gz, the figure;
@@ -112,12 +130,24 @@ def draw(p: StudyParams, plan: Plan, runs: list[Run], preset: str, log: list[dic
         curves["replay ratio"] = [plan.ratios[r] for r in sorted(plan.ratios)]
     plot(summary, panels, fronts, where.figure, curves)
     setup = setup_lines(p, runs, len(summary), preset, log, code, stale)
-    text = markdown(summary, found, fronts, setup)
+    merged = [base for base, curve in plan.strengths.items()
+              if any(c in summary for a, c in curve.items() if a != 1)]
+    if merged:
+        setup.insert(1, f"Strength points: {' and '.join(merged)} merged at α = "
+                        f"{', '.join(f'{a:g}' for a in sorted(p.strengths))} "
+                        "(merge_adapter.strength; the same trained adapter, from DVC's run "
+                        "cache).")
+    try:  # the figure's link from the page
+        link = where.figure.relative_to(where.out.parent).as_posix()
+    except ValueError:
+        link = where.figure.as_posix()
+    text = markdown(summary, found, fronts, setup, link)
     write_text(where.out.with_suffix(".md"), text)
     write_items(where.items, runs)
     if where.readme is not None:
-        if not write_between(where.readme, *README_BLOCK, section_body(text)):
-            print(f"run_study: {where.readme} has no {README_BLOCK[0]} ... {README_BLOCK[1]} "
+        block = readme_block(preset)
+        if not write_between(where.readme, *block, readme_body(text, preset)):
+            print(f"run_study: {where.readme} has no {block[0]} ... {block[1]} "
                   "block; not updated")
     write_json(where.out.with_suffix(".json"), {
         "preset": preset, "code": code, "stale": stale, "invocations": log,
