@@ -70,14 +70,14 @@ def main(task_name: str, base: Path, out: Path, metrics_path: Path,
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     skip = (task.spec.invalid_records or p.invalid_records) == "skip"  # the task's, or all's
-    loaded, invalid = load_conversations(task, skip,
-                                         answer=base_answerer(base, p.template, tokenizer))
+    answer = base_answerer(base, p.template, tokenizer)
+    loaded, invalid = load_conversations(task, skip, answer=answer)
     if len(invalid) > p.max_skipped_share * (len(loaded) + len(invalid)):
         raise DataError(f"task '{task_name}': {len(invalid)} of {len(loaded) + len(invalid)} "
                         f"records are invalid (over format_data.max_skipped_share="
                         f"{p.max_skipped_share}); the first: {invalid[0]}")
     conversations, exact, near = deduplicate(loaded, p.dedup.ngram, p.dedup.near_threshold)
-    heldout = heldout_conversations(task)
+    heldout = heldout_conversations(task, answer)
     if heldout is not None:
         heldout, exact_h, near_h = deduplicate(heldout, p.dedup.ngram, p.dedup.near_threshold)
         exact, near = exact + exact_h, near + near_h

@@ -62,6 +62,7 @@ from forgetful.train.trainer import (
     TrainParams,
     encode_all,
     parse_params,
+    require_pairs,
     rest_fields,
     sort_config_lists,
     train,
@@ -129,8 +130,13 @@ def run(base: Path, data: Path, out: Path, metrics_path: Path, curve_path: Path,
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    train_set, dropped = encode_all(read_jsonl(data / "train.jsonl"), tokenizer, p.max_length)
-    val_set, _ = encode_all(read_jsonl(data / "val.jsonl"), tokenizer, p.max_length)
+    records = read_jsonl(data / "train.jsonl")
+    val_records = read_jsonl(data / "val.jsonl")
+    if p.objective == "dpo":
+        require_pairs(records, str(data / "train.jsonl"))
+        require_pairs(val_records, str(data / "val.jsonl"))
+    train_set, dropped = encode_all(records, tokenizer, p.max_length, p.objective)
+    val_set, _ = encode_all(val_records, tokenizer, p.max_length, p.objective)
     if not train_set and not dropped:
         raise DataError(f"{data / 'train.jsonl'} is empty; nothing to train on")
     if dropped:

@@ -8,6 +8,11 @@ task's `columns:` block) to one; templates then render it (forgetful/templates.p
 - `alpaca`: Stanford Alpaca's instruction, input, output.
 - `messages`: a column holding OpenAI-style chat messages (multi-turn).
 - `classification`: a text column and a label column; labels are mapped to label words.
+- `preference`: a prompt, a chosen and a rejected answer (DPO): plain text columns, or
+  chat-style message lists (the whole conversation in `chosen` and `rejected`, as in
+  Anthropic's HH-RLHF, or a `prompt` of messages and one-message answers, as in TRL's
+  conversational layout). The conversation ends with the chosen answer, which carries the
+  rejected one beside it (`rejected`); supervised training reads the chosen answer.
 """
 
 from __future__ import annotations
@@ -47,6 +52,14 @@ class ClassificationColumns:
     text: str = "text"
     label: str = "label"
     input: str = ""  # optional second text column (e.g. a title next to a body)
+
+
+@dataclass(frozen=True)
+class PreferenceColumns:
+    prompt: str = "prompt"  # leave empty when chosen and rejected hold whole conversations
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+    system: str = ""  # optional column holding a system message
 
 
 def cell(row: dict, column: str, where: str, required: bool = True) -> str:
@@ -120,6 +133,65 @@ def _classification(row: dict, c: ClassificationColumns, where: str, spec: Any) 
     return _turns(("user", f"{instruction}\n{text}"), ("assistant", word))
 
 
+def _message_list(value: Any, column: str, where: str) -> list[dict[str, str]]:
+    if hasattr(value, "tolist"):  # parquet gives numpy arrays
+        value = value.tolist()
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{where}: column '{column}' must be text or a non-empty list of "
+                        "messages")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(
+            m.get("content"), str
+        ):
+            raise DataError(f"{where}: column '{column}', message {i} must be {{'role': one "
+                            f"of {', '.join(ROLES)}, 'content': text}}, got {m!r}"[:300])
+        out.append({"role": m["role"], "content": m["content"].strip()})
+    return out
+
+
+def _answer(value: Any, column: str, where: str) -> tuple[list[dict[str, str]], str]:
+    """An answer column: (the messages before the answer, the answer's text)."""
+    if isinstance(value, str) or value is None or (isinstance(value, float)
+                                                    and math.isnan(value)):
+        return [], cell({column: value}, column, where)
+    messages = _message_list(value, column, where)
+    if messages[-1]["role"] != "assistant":
+        raise DataError(f"{where}: column '{column}' must end with the assistant's answer, "
+                        f"got '{messages[-1]['role']}'")
+    if not messages[-1]["content"]:
+        cell({column: ""}, column, where)  # the empty-answer error
+    return messages[:-1], messages[-1]["content"]
+
+
+def _preference(row: dict, c: PreferenceColumns, where: str, spec: Any) -> list:
+    if c.rejected not in row or row.get(c.rejected) is None:
+        raise DataError(f"{where}: column '{c.rejected}' (the rejected answer) is missing; "
+                        "preference records need a chosen and a rejected answer (or set "
+                        "invalid_records: skip on this task to leave such records out)")
+    before, chosen = _answer(row.get(c.chosen), c.chosen, where)
+    before_r, rejected = _answer(row.get(c.rejected), c.rejected, where)
+    if before_r and before_r != before:
+        raise DataError(f"{where}: columns '{c.chosen}' and '{c.rejected}' hold different "
+                        "conversations before their answers; a pair must answer the same "
+                        "prompt")
+    prompt = row.get(c.prompt) if c.prompt else None
+    if prompt is not None and not isinstance(prompt, str) and hasattr(prompt, "__len__"):
+        before = _message_list(prompt, c.prompt, where) + before
+    elif c.prompt and not before:
+        before = [{"role": "user", "content": cell(row, c.prompt, where)}]
+    if not before or before[-1]["role"] != "user":
+        raise DataError(f"{where}: no user prompt before the answers; name the prompt column "
+                        f"(columns: prompt: <column>) or give chat-style answers whose "
+                        "messages end with a user turn before the answer")
+    if chosen == rejected:
+        raise DataError(f"{where}: the chosen and the rejected answer are the same text; a "
+                        "pair must differ (fix the record, or set invalid_records: skip)")
+    system = cell(row, c.system, where, required=False) if c.system else ""
+    head = [{"role": "system", "content": system}] if system else []
+    return [*head, *before, {"role": "assistant", "content": chosen, "rejected": rejected}]
+
+
 @dataclass(frozen=True)
 class Format:
     columns: type
@@ -131,6 +203,7 @@ FORMATS: dict[str, Format] = {
     "alpaca": Format(AlpacaColumns, _alpaca),
     "messages": Format(MessagesColumns, _messages),
     "classification": Format(ClassificationColumns, _classification),
+    "preference": Format(PreferenceColumns, _preference),
 }
 
 

@@ -68,7 +68,7 @@ def split(conversations: list[Any], spec: Any, seed: int, task: str,
         picked = list(range(n_heldout))
         rng.shuffle(picked)
         test = [heldout[i] for i in picked[: spec.n_test]]
-        first = [(IN_TEMPLATE, spec.n_in_template), ("val", spec.n_val)]
+        first = [(IN_TEMPLATE, getattr(spec, "n_in_template", 0)), ("val", spec.n_val)]
     need = sum(n for _, n in first) + max(spec.n_train, 1)
     if len(order) < need:
         sizes = " + ".join(f"n_{name.removeprefix('test_')}" for name, _ in first)
@@ -123,6 +123,9 @@ def to_records(task: Task, split_name: str, conversations: list[list[dict]], p: 
     records, stats = [], {"dropped": 0, "truncated": 0, "tokens": 0, "supervised_tokens": 0,
                           "longest_dropped": 0}
     for i, messages in enumerate(conversations):
+        rejected = messages[-1].get("rejected")  # a preference pair's other answer
+        if rejected is not None:
+            messages = [*messages[:-1], {"role": "assistant", "content": messages[-1]["content"]}]
         segments, status = fit(messages, p, tokenizer, task.spec.train_turns)
         if segments is None:
             stats["dropped"] += 1
@@ -141,6 +144,8 @@ def to_records(task: Task, split_name: str, conversations: list[list[dict]], p: 
         record = {"id": f"{task.name}-{split_name}-{i}", "task": task.name,
                   "instruction": [m for m in messages if m["role"] == "user"][-1]["content"],
                   "prompt": prompt, "completion": segments[last]["text"], "metric": metric}
+        if rejected is not None:
+            record["rejected"] = rejected
         if sum(s["assistant"] for s in segments) > 1:
             record["segments"] = segments
         records.append(record)

@@ -61,8 +61,10 @@ def final_number(prediction: str, answer: str) -> bool:
     return got is not None and want is not None and float(got) == float(want)
 
 
-# Task metrics scored by likelihood instead of generation (see label_choice).
-LIKELIHOOD_METRICS = ("label_likelihood",)
+# Task metrics scored by likelihood instead of generation (see label_choice): the likeliest
+# label word, or for a preference pair whether the chosen answer is likelier than the
+# rejected one (preference accuracy).
+LIKELIHOOD_METRICS = ("label_likelihood", "preference")
 
 METRICS: dict[str, Callable[[str, str], bool]] = {
     "exact_match": exact_match,

@@ -9,6 +9,10 @@
 - `self_distill`: built-in open instructions answered by the base model itself (greedy):
   replay data that needs no download and does not overlap the general suite. The answers
   come from `answer`, which format_data builds over the base model (this layer loads none).
+- `self_play`: preference pairs with no download: a built-in task's gold answer (chosen)
+  against the base model's own greedy answer where the task's metric says it is wrong
+  (rejected); prompts it answers right give no pair. The test split's pairs come from the
+  task's held-out part.
 
 Every source returns its conversations in a fixed order; format_data deduplicates,
 shuffles and splits them.
@@ -127,7 +131,57 @@ class SelfDistillSource(TaskSpec):
         require(self.batch_size > 0, "batch_size", "must be a positive integer")
 
 
+@dataclass(frozen=True)
+class SelfPlaySource(TaskSpec):
+    """Preference pairs with no download: a built-in task's gold answer (chosen) against the
+    base model's own greedy answer where the task's metric says it is wrong (rejected), as
+    in self-play fine-tuning (Chen et al. 2024, SPIN)."""
+
+    source: Literal["self_play"] = "self_play"
+    generator: str = ""  # one of builtin_tasks.GENERATORS
+    max_prompts: int = 400  # training-part prompts the base answers (a fixed shuffled subset)
+    heldout_prompts: int = 160  # held-out prompts it answers (the test split's pool)
+    max_new_tokens: int = 16  # answer length of the base model
+    batch_size: int = 16  # prompts per generation batch
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.generator in GENERATORS, "generator",
+                f"must be one of {', '.join(GENERATORS)}, got {self.generator!r}")
+        require(self.metric in ("", "preference"), "metric",
+                "must be preference (or absent): self-play pairs are scored by preference "
+                "accuracy")
+        for name in ("max_prompts", "heldout_prompts", "max_new_tokens", "batch_size"):
+            require(getattr(self, name) > 0, name, "must be a positive integer")
+
+
 Answerer = Callable[[list[str], int, int], list[str]]  # instructions, tokens, batch -> answers
+
+
+def self_play_pairs(pairs: list[tuple[str, str]], spec: SelfPlaySource, limit: int,
+                    answer: Answerer | None) -> tuple[list[list[dict]], list[str]]:
+    """(gold, the base's wrong answer) pairs from the first `limit` of `pairs` in a fixed
+    shuffled order; and a line per prompt the base answered right (or emptily): no pair."""
+    import random
+
+    if answer is None:
+        raise DataError("source self_play needs the base model to answer its prompts "
+                        "(format_data passes it)")
+    order = list(range(len(pairs)))
+    random.Random(f"self_play-{spec.generator}").shuffle(order)
+    picked = [pairs[i] for i in order[:limit]]
+    answers = answer([q for q, _ in picked], spec.max_new_tokens, spec.batch_size)
+    metric = GENERATORS[spec.generator][1]
+    right = METRICS.get(metric, METRICS["exact_match"])
+    out, skipped = [], []
+    for (q, gold), a in zip(picked, answers, strict=True):
+        a = a.strip()
+        if not a or right(a, gold) or a == gold:
+            skipped.append(q)
+            continue
+        out.append([{"role": "user", "content": q},
+                    {"role": "assistant", "content": gold, "rejected": a}])
+    return out, skipped
 
 
 def _read_json(path: Path) -> list[dict]:
@@ -218,6 +272,13 @@ def _self_distill(spec: SelfDistillSource, columns: Any, skip: bool,
     return as_conversations(kept), empty
 
 
+def _self_play(spec: SelfPlaySource, columns: Any, skip: bool,
+               answer: Answerer | None) -> tuple[list[list[dict]], list]:
+    pairs, _ = self_play_pairs(GENERATORS[spec.generator][0]().seen, spec, spec.max_prompts,
+                               answer)
+    return pairs, []  # prompts the base got right give no pair: not invalid records
+
+
 def _file(spec: FileSource, columns: Any, skip: bool,
           answer: Answerer | None) -> tuple[list[list[dict]], list]:
     path = Path(spec.path)
@@ -252,6 +313,7 @@ SOURCES: dict[str, tuple[type, Loader]] = {
     "file": (FileSource, _file),
     "hf_dataset": (HFSource, _hf_dataset),
     "self_distill": (SelfDistillSource, _self_distill),
+    "self_play": (SelfPlaySource, _self_play),
 }
 
 
@@ -289,11 +351,19 @@ def load_conversations(task: Task, skip_invalid: bool = False, answer: Answerer 
         raise DataError(f"format_data.tasks.{task.name}: {err}") from None
 
 
-def heldout_conversations(task: Task) -> list[list[dict]] | None:
-    """A built-in task's held-out part (the test split is cut from it); None for a task
-    whose test split comes from the same pool as its training examples (files, datasets)."""
+def heldout_conversations(task: Task, answer: Answerer | None = None
+                          ) -> list[list[dict]] | None:
+    """A built-in task's held-out part (the test split is cut from it), a self-play task's
+    pairs from it; None for a task whose test split comes from the same pool as its
+    training examples (files, datasets)."""
     if isinstance(task.spec, BuiltinSource):
         return as_conversations(GENERATORS[task.spec.generator][0]().heldout)
+    if isinstance(task.spec, SelfPlaySource):
+        try:
+            return self_play_pairs(GENERATORS[task.spec.generator][0]().heldout, task.spec,
+                                   task.spec.heldout_prompts, answer)[0]
+        except DataError as err:
+            raise DataError(f"format_data.tasks.{task.name}: {err}") from None
     return None
 
 
@@ -308,6 +378,11 @@ def provenance(task: Task) -> dict[str, Any]:
     if isinstance(spec, SelfDistillSource):
         return {"prompts": spec.prompts, "answers": "the base model's greedy answers",
                 "max_new_tokens": spec.max_new_tokens}
+    if isinstance(spec, SelfPlaySource):
+        return {"generator": spec.generator, "chosen": "the task's gold answer",
+                "rejected": "the base model's greedy answer where the task's metric says "
+                            "it is wrong", "max_prompts": spec.max_prompts,
+                "heldout_prompts": spec.heldout_prompts, "max_new_tokens": spec.max_new_tokens}
     return {"generator": spec.generator, "test": "held-out frames, names and nouns"}
 
 
@@ -318,4 +393,7 @@ def metric_of(task: Task) -> str:
         return GENERATORS[task.spec.generator][1]
     if isinstance(task.spec, RowSource) and task.spec.format == "classification":
         return "label_likelihood"  # classification: the likeliest label word
+    if isinstance(task.spec, SelfPlaySource) or (
+            isinstance(task.spec, RowSource) and task.spec.format == "preference"):
+        return "preference"  # the chosen answer likelier than the rejected
     return "exact_match"

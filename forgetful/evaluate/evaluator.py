@@ -28,7 +28,7 @@ from forgetful.evaluate.heads import selectable
 from forgetful.evaluate.scoring import (
     generate,
     generate_prompt_learning,
-    label_choice,
+    label_logliks,
     load_for_eval,
     multiple_choice,
     text_loglikelihoods,
@@ -92,8 +92,10 @@ def score_tasks(model: Any, tokenizer: Any, tests: dict[str, list[dict]],
                 ) -> tuple[dict[str, Any], list[dict]]:
     """Generative tasks by greedy answers and their metric; `label_likelihood` tasks
     (classification) by the likeliest of their label words (`labels`: task -> every label
-    word), and, as a second column ("answer format"), by whether the greedy answer is
-    exactly the label (unless `answer_format` is False). `in_template` (built-in tasks:
+    word); `preference` tasks by whether the chosen answer is likelier than the rejected
+    one as the prompt's continuation (preference accuracy); and label tasks, as a second
+    column ("answer format"), by whether the greedy answer is exactly the label (unless
+    `answer_format` is False). `in_template` (built-in tasks:
     training frames, unseen fillings) is scored the same way, as rows of kind
     "task_in_template"."""
     labels = labels or {}
@@ -102,7 +104,8 @@ def score_tasks(model: Any, tokenizer: Any, tests: dict[str, list[dict]],
                for task in split for r in split[task]]
     generated = [(k, r) for k, r in records if r["metric"] not in LIKELIHOOD_METRICS]
     ranked = [(k, r) for k, r in records if r["metric"] in LIKELIHOOD_METRICS]
-    formatted = [r for k, r in ranked if k == "task" and answer_format]
+    formatted = [r for k, r in ranked if k == "task" and answer_format
+                 and r["metric"] == "label_likelihood"]
     answers = complete(model, tokenizer, [r["prompt"] for _, r in generated] +
                        [r["prompt"] for r in formatted], p.max_new_tokens, p)
     format_answers = dict(zip([r["id"] for r in formatted], answers[len(generated):],
@@ -114,10 +117,16 @@ def score_tasks(model: Any, tokenizer: Any, tests: dict[str, list[dict]],
 
     rows = [row(k, r, pred, METRICS[r["metric"]](pred, r["completion"]))
             for (k, r), pred in zip(generated, answers[: len(generated)], strict=True)]
-    items = [{"prompt": r["prompt"], "labels": labels[r["task"]]} for _, r in ranked]
-    for (k, r), it, best in zip(ranked, items, label_choice(model, tokenizer, items,
+    items = [{"prompt": r["prompt"], "labels": [r["completion"], r["rejected"]]}
+             if r["metric"] == "preference" else
+             {"prompt": r["prompt"], "labels": labels[r["task"]]} for _, r in ranked]
+    for (k, r), it, lls in zip(ranked, items, label_logliks(model, tokenizer, items,
                                                              p.batch_size), strict=True):
-        rows.append(row(k, r, it["labels"][best], it["labels"][best] == r["completion"]))
+        best = max(range(len(lls)), key=lls.__getitem__)
+        rows.append(row(k, r, it["labels"][best], it["labels"][best] == r["completion"]
+                        if r["metric"] != "preference" else best == 0))
+        if r["metric"] == "preference":  # the summed log-likelihoods of both answers
+            rows[-1] |= {"loglik_chosen": round(lls[0], 5), "loglik_rejected": round(lls[1], 5)}
         if r["id"] in format_answers and k == "task":
             answer = format_answers[r["id"]]
             rows[-1] |= {"answer": answer, "answer_format": exact_match(answer, r["completion"])}
@@ -132,6 +141,9 @@ def score_tasks(model: Any, tokenizer: Any, tests: dict[str, list[dict]],
                         "score": mean([x["correct"] for x in mine])}
         if "answer_format" in mine[0]:
             scores[task]["answer_format"] = mean([x["answer_format"] for x in mine])
+        if "loglik_chosen" in mine[0]:  # preference: the mean log-likelihood gap, in nats
+            scores[task]["likelihood_gap"] = mean([x["loglik_chosen"] - x["loglik_rejected"]
+                                                   for x in mine])
         seen = [x["correct"] for x in rows if x["task"] == task and x["kind"] ==
                 "task_in_template"]
         if seen:

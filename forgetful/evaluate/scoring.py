@@ -138,9 +138,17 @@ def multiple_choice(model: Any, tokenizer: Any, items: list[dict],
 
 def label_choice(model: Any, tokenizer: Any, items: list[dict], batch_size: int) -> list[int]:
     """Classification by the likelihood of label words: per item (prompt, labels), the
-    index of the likeliest label as the prompt's continuation. Prompt and label are
-    tokenized apart, as training tokenized them (no space moved across). A prompt and its
-    labels share one packed row (forgetful/evaluate/packing.py) where the model allows it."""
+    index of the likeliest label as the prompt's continuation."""
+    return [max(range(len(lls)), key=lls.__getitem__)
+            for lls in label_logliks(model, tokenizer, items, batch_size)]
+
+
+def label_logliks(model: Any, tokenizer: Any, items: list[dict], batch_size: int
+                  ) -> list[list[float]]:
+    """Per item (prompt, labels), each label's summed log-likelihood as the prompt's
+    continuation. Prompt and label are tokenized apart, as training tokenized them (no
+    space moved across). A prompt and its labels share one packed row
+    (forgetful/evaluate/packing.py) where the model allows it."""
     from forgetful.evaluate.heads import selectable
 
     groups = [[encode_apart(tokenizer, it["prompt"], label) for label in it["labels"]]
@@ -159,7 +167,7 @@ def label_choice(model: Any, tokenizer: Any, items: list[dict], batch_size: int)
             per_item.append(flat[pos : pos + len(g)])
             pos += len(g)
     require_finite(ll for lls in per_item for ll in lls)
-    return [max(range(len(lls)), key=lls.__getitem__) for lls in per_item]
+    return [list(lls) for lls in per_item]
 
 
 def rolling_windows(tokens: list[int], prefix: int, width: int

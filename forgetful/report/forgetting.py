@@ -44,6 +44,7 @@ class ForgettingTooMuch(DataError):
 
 IN_TEMPLATE = "in-template"
 ANSWER_FORMAT = "answer format"
+GAP = "likelihood gap"  # preference tasks: log-likelihood of chosen − rejected, in nats
 
 
 def detail(task: str, column: str) -> str:
@@ -62,6 +63,9 @@ def item_scores(predictions: list[dict]) -> dict[str, dict[str, float]]:
         if r["kind"] == "task" and "answer_format" in r:
             out.setdefault(detail(r["task"], ANSWER_FORMAT), {})[r["id"]] = \
                 float(r["answer_format"])
+        if r["kind"] == "task" and "loglik_chosen" in r:
+            out.setdefault(detail(r["task"], GAP), {})[r["id"]] = \
+                r["loglik_chosen"] - r["loglik_rejected"]
         if r["kind"] == "task_in_template":
             out.setdefault(detail(r["task"], IN_TEMPLATE), {})[r["id"]] = float(r["correct"])
     return out
@@ -139,6 +143,10 @@ def task_details(base: dict[str, Any], tuned: dict[str, Any]) -> list[dict[str, 
             rows.append({"benchmark": detail(task, ANSWER_FORMAT), "task": task,
                          "column": ANSWER_FORMAT, "measure": "exact_match", "n": s["n"],
                          "base": s["answer_format"], "tuned": after["answer_format"]})
+        if "likelihood_gap" in s and "likelihood_gap" in after:
+            rows.append({"benchmark": detail(task, GAP), "task": task, "column": GAP,
+                         "measure": "nats", "n": s["n"], "base": s["likelihood_gap"],
+                         "tuned": after["likelihood_gap"]})
     return rows
 
 
@@ -223,14 +231,26 @@ def details_markdown(rows: list[dict]) -> list[str]:
              "|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         ci = r.get("difference_ci")
+        if r["measure"] == "nats":  # not a share of items: the values as they are
+            interval = f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
+            lines.append(f"| {r['task']} | {r['column']} | {r['measure']} | {r['n']} | "
+                         f"{r['base']:+.2f} | {r['tuned']:+.2f} | "
+                         f"{r['difference']:+.2f}{interval} |")
+            continue
         interval = f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else ""
         lines.append(f"| {r['task']} | {r['column']} | {r['measure']} | {r['n']} | "
                      f"{pct(r['base'])} | {pct(r['tuned'])} | "
                      f"{100 * r['difference']:+.1f}{interval} |")
-    return lines + ["", "In-template: test prompts built from the training sentence frames with "
-                    "unseen fillings; the gap to the held-out row is template recall. Answer "
-                    "format: the greedy answer is exactly the label word (a base model that "
-                    "answers in sentences fails it while knowing the label).", ""]
+    notes = ["In-template: test prompts built from the training sentence frames with "
+             "unseen fillings; the gap to the held-out row is template recall. Answer "
+             "format: the greedy answer is exactly the label word (a base model that "
+             "answers in sentences fails it while knowing the label)."]
+    if any(r["column"] == GAP for r in rows):
+        notes.append("Likelihood gap (preference tasks): the mean log-likelihood of the "
+                     "chosen answer minus the rejected one, in nats; tuned − base is the "
+                     "mean implicit DPO reward margin divided by β (the base is the "
+                     "reference), with its 95% interval over the held-out pairs.")
+    return lines + ["", " ".join(notes), ""]
 
 
 def headline(result: dict[str, Any]) -> str:

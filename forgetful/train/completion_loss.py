@@ -51,9 +51,16 @@ def trainer_class() -> type:
 
     class CompletionTrainer(Trainer):
         selector: HeadSelector | None = None
+        preference: Any = None  # objective dpo: (DPOParams, reference model or None)
 
         def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
+            if self.preference is not None:
+                from forgetful.train.preference import pair_loss
+
+                dpo, reference = self.preference
+                loss, _ = pair_loss(model, inputs, dpo.beta, dpo.loss_type, reference)
+                return (loss, {}) if return_outputs else loss  # no logits kept
             if self.selector is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if not self.model_accepts_loss_kwargs:  # then Trainer divides by accumulation

@@ -18,14 +18,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from forgetful.core.config import ConfigError, build, require, suggest
+from forgetful.core.config import ConfigError, DataError, build, require, suggest
 from forgetful.data.batches import collate, encode
 from forgetful.evaluate.heads import HeadSelector, selectable
 from forgetful.train import distributed
 from forgetful.train.callbacks import divergence_guard, rank_allocator
 from forgetful.train.completion_loss import trainer_class
 from forgetful.train.methods import METHODS
+from forgetful.train.preference import collate_pairs, encode_pair
 from forgetful.train.probes import ProbeParams
+
+
+@dataclass(frozen=True)
+class DPOParams:
+    beta: float = 0.1  # how far from the reference (the base) the policy may move: small = far
+    loss_type: Literal["sigmoid", "ipo"] = "sigmoid"  # DPO's logistic loss, or IPO's squared one
+
+    def __post_init__(self) -> None:
+        require(self.beta > 0, "beta", "must be > 0 (e.g. 0.1)")
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ class TrainParams:
     evaluate_every: int = 0  # optimizer steps between probes of forgetting (0 = off)
     keep_every: int = 0  # optimizer steps between weight snapshots kept as an out (0 = none)
     probe: ProbeParams = field(default_factory=ProbeParams)  # what a probe scores
+    objective: Literal["sft", "dpo"] = "sft"  # sft: cross-entropy on the answers; dpo: on pairs
+    dpo: DPOParams = field(default_factory=DPOParams)  # objective dpo's settings
     method_params: Any = None  # filled from the method's block
 
     def __post_init__(self) -> None:
@@ -70,6 +82,11 @@ class TrainParams:
         require(not (self.evaluate_every and self.strategy == "fsdp" and self.processes > 1),
                 "evaluate_every", "must be 0 with strategy fsdp (a probe runs on one process, "
                 "and FSDP shards the weights over all of them)")
+        require(not (self.objective == "dpo" and self.method in METHODS
+                     and METHODS[self.method].reallocates_rank), "objective",
+                f"dpo cannot train {self.method}: its rank allocator's regulariser is added "
+                "only to a loss the model computes itself, and DPO computes its own; use lora "
+                "(or dora, rslora) with objective: dpo")
         require(self.batch_size % self.processes == 0, "batch_size",
                 f"must be a multiple of processes={self.processes} (it is the batch of all "
                 f"processes together), got {self.batch_size}")
@@ -101,10 +118,28 @@ def rest_fields(p: TrainParams) -> dict[str, Any]:
                          if k != "method_params")}
 
 
-def encode_all(records: list[dict], tokenizer: Any, max_length: int) -> tuple[list[dict], int]:
-    encoded = [encode(r, tokenizer) for r in records]
-    kept = [e for e in encoded if len(e["input_ids"]) <= max_length]
+def encode_all(records: list[dict], tokenizer: Any, max_length: int, objective: str = "sft"
+               ) -> tuple[list[dict], int]:
+    """Tokenized records (pairs for dpo) within max_length, and how many were longer."""
+    if objective == "dpo":
+        encoded = [encode_pair(r, tokenizer) for r in records]
+        kept = [e for e in encoded if max(len(e["input_ids"]),
+                                          len(e["rejected_input_ids"])) <= max_length]
+    else:
+        encoded = [encode(r, tokenizer) for r in records]
+        kept = [e for e in encoded if len(e["input_ids"]) <= max_length]
     return kept, len(encoded) - len(kept)
+
+
+def require_pairs(records: list[dict], where: str) -> None:
+    """objective dpo: every record a preference pair, else an error naming the tasks."""
+    plain = sorted({r["task"] for r in records if not r.get("rejected")})
+    if plain:
+        raise DataError(
+            f"{where}: train_adapter.objective is dpo, but task{'s' if len(plain) > 1 else ''} "
+            f"{', '.join(plain)} ha{'ve' if len(plain) > 1 else 's'} no rejected answers (not "
+            "format: preference); set their mix_tasks.weights to 0, or objective: sft (which "
+            "trains on the chosen answers of preference tasks)")
 
 
 def peft_model(base: str | Path, method: str, settings: Any = None, max_steps: int = 100,
@@ -198,11 +233,16 @@ def train(p: TrainParams, base: Path, train_set: list[dict], val_set: list[dict]
             include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
             disable_tqdm=True, prediction_loss_only=True,
         )
+        pairs = p.objective == "dpo"
         trainer = trainer_class()(model=model, args=args, train_dataset=train_set,
                                   eval_dataset=val_set or None,
-                                  data_collator=collator or partial(collate, pad_id=pad_id),
+                                  data_collator=collator or partial(
+                                      collate_pairs if pairs else collate, pad_id=pad_id),
                                   callbacks=callbacks)
-        trainer.selector = head_selector(model, p.method)
+        if pairs:  # the reference: the base (adapter off), or a frozen copy for `full`
+            trainer.preference = (p.dpo, None if method.peft_config else frozen_copy(model))
+            trainer.model_accepts_loss_kwargs = False  # Trainer divides by accumulation
+        trainer.selector = None if pairs else head_selector(model, p.method)
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         seconds = time.perf_counter() - started
@@ -222,6 +262,16 @@ def train(p: TrainParams, base: Path, train_set: list[dict], val_set: list[dict]
         "total_params": total,
     }
     return model, metrics
+
+
+def frozen_copy(model: Any) -> Any:
+    """A copy of the model that does not train: `full`'s DPO reference."""
+    import copy
+
+    reference = copy.deepcopy(model).eval()
+    for t in reference.parameters():
+        t.requires_grad_(False)
+    return reference
 
 
 def sort_config_lists(path: Path) -> None:
