@@ -31,10 +31,10 @@ NAME = "dpo-self-play"
 PAIRS = {"source": "self_play", "generator": "arithmetic", "n_train": 0, "n_val": 12,
          "n_test": 60, "max_prompts": 400, "heldout_prompts": 160}
 SETS = [
-    "format_data.tasks.pairs={" + ",".join(f"{k}:{v}" for k, v in PAIRS.items()) + "}",
-    "format_data.tasks.arithmetic.evaluate=false",
+    "+format_data.tasks.pairs={" + ",".join(f"{k}:{v}" for k, v in PAIRS.items()) + "}",
+    "+format_data.tasks.arithmetic.evaluate=false",
     "mix_tasks.weights.sentiment=0.0", "mix_tasks.weights.arithmetic=0.0",
-    "mix_tasks.weights.reading=0.0", "mix_tasks.weights.pairs=1.0",
+    "mix_tasks.weights.reading=0.0", "+mix_tasks.weights.pairs=1.0",
     "train_adapter.objective=dpo", "train_adapter.dpo.beta=0.1",
     "train_adapter.dpo.loss_type=sigmoid", "train_adapter.learning_rate=5.0e-04",
     "train_adapter.max_steps=40", "train_adapter.evaluate_every=0",

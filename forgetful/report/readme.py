@@ -21,6 +21,7 @@ TIMINGS_BLOCK = ("<!-- timings: written by `make readme` from reports/timings.md
                  "<!-- /timings -->")
 NARROW_BLOCK = ("<!-- narrow: written by `make readme` from reports/remedy/narrow.md -->",
                 "<!-- /narrow -->")
+DPO_BLOCK = ("<!-- dpo: written by `make readme` from reports/dpo/dpo.md -->", "<!-- /dpo -->")
 
 
 def write_between(path: str | Path, start: str, end: str, body: str) -> bool:
@@ -52,7 +53,7 @@ def report_excerpt(text: str, samples: int = 2) -> str:
         section = body.split("## Tasks, second columns", 1)[1]
         parts.append("\n".join(line for line in section.strip().split("\n\n", 1)[0]
                                .splitlines() if line.startswith("|")))
-    if "## Sample generations" in body:
+    if samples and "## Sample generations" in body:
         table = [line for line in body.split("## Sample generations", 1)[1].splitlines()
                  if line.startswith("|")]
         parts.append("\n".join(table[:2 + samples]))
@@ -78,14 +79,17 @@ def remedy_excerpt(text: str) -> str:
 
 def main(readme: Path = Path("README.md"), report: Path = Path("reports/forgetting.md"),
          narrow: Path = Path("reports/remedy/narrow.md"),
-         timings: Path = Path("reports/timings.md")) -> None:
+         timings: Path = Path("reports/timings.md"),
+         dpo: Path = Path("reports/dpo/dpo.md")) -> None:
     text = report.read_text()
     for block, body in ((REPORT_BLOCK, report_excerpt(text)),
                         (REMEDY_BLOCK, remedy_excerpt(text)),
                         (TIMINGS_BLOCK, section_body(timings.read_text())
                          if timings.exists() else None),
                         (NARROW_BLOCK, section_body(narrow.read_text())
-                         if narrow.exists() else None)):
+                         if narrow.exists() else None),
+                        (DPO_BLOCK, report_excerpt(dpo.read_text(), samples=0)
+                         if dpo.exists() else None)):
         if body is None:
             continue
         if not write_between(readme, *block, body):
