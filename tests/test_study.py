@@ -324,6 +324,21 @@ def test_strength_points_reuse_their_base_training_and_queue_after_it(tmp_path: 
         StudyParams(strengths=(1.0,))
 
 
+def test_mlflow_redraw_refuses_points_that_reuse_a_training() -> None:
+    """A strength point's stages log to the MLflow run that trained its adapter (found by
+    the adapter's hash), so MLflow cannot tell it from its base point: refused, naming
+    what redraws it, before any MLflow call."""
+    from forgetful.core.config import ConfigError
+    from forgetful.study.collect import from_mlflow
+    from forgetful.study.plan import Point
+
+    pts = [Point("replay=0.0", "replay", 0, ("x=1",)),
+           Point("replay=0.0,strength=0.5", "strength", 0, ("x=1", "y=2"), after="replay=0.0")]
+    with pytest.raises(ConfigError, match=r"1 points reuse another point's training .*"
+                                          r"--collect-only\) or the per-item file"):
+        from_mlflow(pts, None)  # type: ignore[arg-type]
+
+
 def test_points_made_by_other_code_are_stale() -> None:
     from forgetful.study.plan import Point
     from forgetful.study.queue import stale

@@ -22,7 +22,7 @@ STUDY = {"seeds": 2, "jobs": 2, "experiment": "study", "max_steps": 4,
          "replay_task": {"source": "self_distill", "n_train": 20, "n_val": 4, "n_test": 0,
                          "max_new_tokens": 8},
          "learning_rates": "reports/study/learning_rates.json", "aa_seeds": 0,
-         "presets": {}}
+         "strengths": [], "presets": {}}
 
 
 def study(repo: Path, *args: str, ok: bool = True) -> str:
@@ -52,7 +52,7 @@ def test_study_two_workers_one_store_then_cached(tmp_path: Path, tiny_model: Pat
     # 5 configurations (lora, full, rank 2, replay 0, replay 0.25) x 2 seeds
     assert "10 points, 0 already done" in first
     text = (repo / "reports/study.md").read_text()
-    for claim in ("(a)", "(b)", "(c)", "(d)"):
+    for claim in ("(a)", "(b)", "(c)", "(d)", "(e)"):
         assert claim in text
     assert (repo / "reports/study/frontier.png").stat().st_size > 0
 

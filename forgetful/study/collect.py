@@ -109,6 +109,13 @@ def from_mlflow(points: list[Point], tp: tracking.TrackingParams) -> list[Run]:
     """Every point's per-item scores and metrics from its MLflow run (the newest finished
     run of that name in tp.experiment); a run without the report's artifacts is an error
     that names it."""
+    derived = [pt.name for pt in points if pt.after]
+    if derived:
+        raise ConfigError(
+            f"{len(derived)} points reuse another point's training (strength points, first: "
+            f"{derived[0]}): their stages log to the MLflow run that trained the adapter "
+            "(found by its hash), so the MLflow store does not hold them apart; redraw from "
+            "the DVC experiments (--collect-only) or the per-item file (--from-items)")
     c, found = finished_runs(points, tp)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
