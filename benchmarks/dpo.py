@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forgetful.core.artifacts import write_json, write_text  # noqa: E402
-from forgetful.study.queue import experiments  # noqa: E402
+from forgetful.study.queue import run_named  # noqa: E402
 
 NAME = "dpo-self-play"
 PAIRS = {"source": "self_play", "generator": "arithmetic", "n_train": 0, "n_val": 12,
@@ -46,16 +44,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "reports/dpo/dpo")
     a = parser.parse_args()
-    started = time.time()
-    subprocess.run(["dvc", "exp", "remove", NAME], cwd=ROOT, capture_output=True)
-    args = ["dvc", "exp", "run", "--temp", "-n", NAME]
-    for s in SETS:
-        args += ["-S", s]
-    subprocess.run(args, cwd=ROOT, check=True)
-    wall = round(time.time() - started, 1)
+    rev, wall = run_named(NAME, SETS, ROOT)
     import dvc.api
-
-    rev = experiments()[NAME]
 
     def read(path: str) -> str:
         return dvc.api.read(path, repo=str(ROOT), rev=rev)

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +25,7 @@ from forgetful.core.artifacts import write_json, write_text  # noqa: E402
 from forgetful.core.config import load_params  # noqa: E402
 from forgetful.report.remedy import markdown  # noqa: E402
 from forgetful.study.plan import learning_rates, points, study_params  # noqa: E402
-from forgetful.study.queue import experiments  # noqa: E402
+from forgetful.study.queue import run_named  # noqa: E402
 
 NAME = "remedy-narrow"
 REMEDY = ["remedy.strengths=[0.25, 0.5, 0.75]", "train_adapter.keep_every=10",
@@ -49,17 +47,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "reports/remedy/narrow")
     a = parser.parse_args()
     sets = overrides(load_params(ROOT / "params.yaml"))
-    started = time.time()
-    # a name already taken (an earlier run of this script) is refused: remove it first
-    subprocess.run(["dvc", "exp", "remove", NAME], cwd=ROOT, capture_output=True)
-    args = ["dvc", "exp", "run", "--temp", "-n", NAME]
-    for s in sets:
-        args += ["-S", s]
-    subprocess.run(args, cwd=ROOT, check=True)
-    wall = round(time.time() - started, 1)
+    rev, wall = run_named(NAME, sets, ROOT)
     import dvc.api
-
-    rev = experiments()[NAME]
     selection = json.loads(dvc.api.read("reports/remedy/selection.json", repo=str(ROOT),
                                         rev=rev))
     write_json(a.out.with_suffix(".json"), {"experiment": NAME, "overrides": sets,

@@ -98,20 +98,28 @@ def _alpaca(row: dict, c: AlpacaColumns, where: str, spec: Any) -> list:
                   ("assistant", cell(row, c.output, where)))
 
 
-def _messages(row: dict, c: MessagesColumns, where: str, spec: Any) -> list:
-    messages = row.get(c.messages)
-    if hasattr(messages, "tolist"):  # parquet gives numpy arrays
-        messages = messages.tolist()
-    if not isinstance(messages, list) or not messages:
-        raise DataError(f"{where}: column '{c.messages}' must be a non-empty list of messages")
+def _message_list(value: Any, where: str, empty: str, item: str) -> list[dict[str, str]]:
+    """A column's chat messages, each checked and stripped; `empty` the error when it holds
+    no list (or an empty one), `item` what names a message in its error ("message" or
+    "column 'chosen', message")."""
+    if hasattr(value, "tolist"):  # parquet gives numpy arrays
+        value = value.tolist()
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{where}: {empty}")
     out = []
-    for i, m in enumerate(messages):
+    for i, m in enumerate(value):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(
             m.get("content"), str
         ):
-            raise DataError(f"{where}: message {i} must be {{'role': one of {', '.join(ROLES)}, "
+            raise DataError(f"{where}: {item} {i} must be {{'role': one of {', '.join(ROLES)}, "
                             f"'content': text}}, got {m!r}"[:300])
         out.append({"role": m["role"], "content": m["content"].strip()})
+    return out
+
+
+def _messages(row: dict, c: MessagesColumns, where: str, spec: Any) -> list:
+    out = _message_list(row.get(c.messages), where,
+                        f"column '{c.messages}' must be a non-empty list of messages", "message")
     if out[-1]["role"] != "assistant":
         raise DataError(f"{where}: the last message must be the assistant's (the answer to "
                         f"train on), got '{out[-1]['role']}'")
@@ -133,21 +141,10 @@ def _classification(row: dict, c: ClassificationColumns, where: str, spec: Any) 
     return _turns(("user", f"{instruction}\n{text}"), ("assistant", word))
 
 
-def _message_list(value: Any, column: str, where: str) -> list[dict[str, str]]:
-    if hasattr(value, "tolist"):  # parquet gives numpy arrays
-        value = value.tolist()
-    if not isinstance(value, list) or not value:
-        raise DataError(f"{where}: column '{column}' must be text or a non-empty list of "
-                        "messages")
-    out = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(
-            m.get("content"), str
-        ):
-            raise DataError(f"{where}: column '{column}', message {i} must be {{'role': one "
-                            f"of {', '.join(ROLES)}, 'content': text}}, got {m!r}"[:300])
-        out.append({"role": m["role"], "content": m["content"].strip()})
-    return out
+def _chat_column(value: Any, column: str, where: str) -> list[dict[str, str]]:
+    """A preference column holding chat messages (it could have held text)."""
+    return _message_list(value, where, f"column '{column}' must be text or a non-empty list "
+                         "of messages", f"column '{column}', message")
 
 
 def _answer(value: Any, column: str, where: str) -> tuple[list[dict[str, str]], str]:
@@ -155,7 +152,7 @@ def _answer(value: Any, column: str, where: str) -> tuple[list[dict[str, str]], 
     if isinstance(value, str) or value is None or (isinstance(value, float)
                                                     and math.isnan(value)):
         return [], cell({column: value}, column, where)
-    messages = _message_list(value, column, where)
+    messages = _chat_column(value, column, where)
     if messages[-1]["role"] != "assistant":
         raise DataError(f"{where}: column '{column}' must end with the assistant's answer, "
                         f"got '{messages[-1]['role']}'")
@@ -177,7 +174,7 @@ def _preference(row: dict, c: PreferenceColumns, where: str, spec: Any) -> list:
                         "prompt")
     prompt = row.get(c.prompt) if c.prompt else None
     if prompt is not None and not isinstance(prompt, str) and hasattr(prompt, "__len__"):
-        before = _message_list(prompt, c.prompt, where) + before
+        before = _chat_column(prompt, c.prompt, where) + before
     elif c.prompt and not before:
         before = [{"role": "user", "content": cell(row, c.prompt, where)}]
     if not before or before[-1]["role"] != "user":

@@ -41,6 +41,17 @@ def experiments() -> dict[str, str]:
     return found
 
 
+def run_named(name: str, sets: list[str], cwd: Path) -> tuple[str, float]:
+    """One DVC experiment named `name` run in a temporary workspace (`dvc exp run --temp
+    -S ...`, its output on the console), an earlier one of that name removed first (a name
+    already taken is refused); its commit and the wall seconds it took."""
+    started = time.time()
+    subprocess.run(["dvc", "exp", "remove", name], cwd=cwd, capture_output=True)
+    subprocess.run(["dvc", "exp", "run", "--temp", "-n", name,
+                    *(arg for s in sets for arg in ("-S", s))], cwd=cwd, check=True)
+    return experiments()[name], round(time.time() - started, 1)
+
+
 def stale(points: list[Point], names: list[str]) -> list[str]:
     """Finished names of the same configurations and overrides as `points`, made by other
     code (another fingerprint, or none: named before points carried one)."""
